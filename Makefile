@@ -1,0 +1,48 @@
+# Every target bootstraps .venv (from pyproject.toml + requirements.lock) if it is missing or stale.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format bench migrate worker api venv clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: migrate, then start the API (port 8000) and one worker; Ctrl-C stops both
+run: venv
+	./scripts/run.sh
+
+## test: the whole suite against real Redis and PostgreSQL (TEST_REDIS_URL, TEST_DATABASE_URL)
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: venv
+	$(BIN)/python -m bench.queue
+
+migrate: venv
+	$(BIN)/alembic upgrade head
+
+worker: venv
+	$(BIN)/arq src.arq.worker.WorkerSettings
+
+api: venv
+	$(BIN)/uvicorn src.main:app --host 127.0.0.1 --port 8000
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,29 @@
+"""Worker and queue settings (`ARQ_` prefix)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ArqSettings(BaseSettings):
+    """How workers run jobs and how the API queues them."""
+
+    model_config = SettingsConfigDict(env_prefix="ARQ_", env_file=".env", extra="ignore")
+
+    max_jobs: int = Field(10, ge=1, le=10_000, description="jobs one worker runs at once")
+    job_timeout: float = Field(300, gt=0, description="seconds a job may run, unless its task says")
+    max_tries: int = Field(3, ge=1, le=100, description="runs per job, retries included")
+    poll_delay: float = Field(0.5, gt=0, le=60, description="seconds between queue polls")
+    queue_name: str = Field("arq:queue", min_length=1, max_length=200)
+    burst_mode: bool = Field(False, description="worker exits when the queue is empty")
+    # The job history in the database keeps results for good; this is Redis' copy only.
+    keep_result: int = Field(3600, ge=1, description="seconds ARQ keeps a result in Redis")
+    health_check_interval: int = Field(
+        30, ge=1, le=3600, description="seconds between health marks"
+    )
+    enqueue_rate_limit: int = Field(
+        600, ge=0, description="jobs one owner may enqueue per minute (0 = no limit)"
+    )
+    batch_limit: int = Field(1000, ge=1, le=10_000, description="jobs in one enqueue-batch call")
+    abort_wait: float = Field(3.0, ge=0, le=30, description="seconds abort waits for a running job")

@@ -1,0 +1,58 @@
+"""Errors of the job module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from src.exceptions import AppError
+
+
+class ArqError(AppError):
+    status_code = 400
+
+
+class JobNotFound(ArqError):
+    status_code = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+
+
+class JobConflict(ArqError):
+    """The job id is taken, or the job is in a state that forbids the action."""
+
+    status_code = 409
+
+
+class UnknownTask(ArqError):
+    status_code = 422
+
+    def __init__(self, name: str, known: list[str], *, loc: str = "function_name") -> None:
+        super().__init__(
+            f"unknown task {name!r}; known tasks: {', '.join(known)}",
+            errors=[{"loc": [loc], "msg": f"unknown task {name!r}", "type": "unknown_task"}],
+            known_tasks=known,
+        )
+
+
+class InvalidJobArguments(ArqError):
+    """A task's arguments failed validation; `errors` names each field and why."""
+
+    status_code = 422
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail, errors=errors)
+
+
+class TaskForbidden(ArqError):
+    status_code = 403
+
+
+class RateLimited(ArqError):
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"enqueue rate limit reached; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )

@@ -1,0 +1,153 @@
+"""Reads and writes of the job history table. Callers own the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, true, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from src.arq.models import JobRecord
+from src.arq.schemas import FINISHED_STATUSES, JobStatus
+
+
+async def get(session: AsyncSession, job_id: str) -> JobRecord | None:
+    return await session.get(JobRecord, job_id, populate_existing=True)
+
+
+async def existing_ids(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, str]:
+    """Those of `job_ids` that are taken, with their owners."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(JobRecord.job_id, JobRecord.owner).where(JobRecord.job_id.in_(ids))
+    )
+    return {job_id: owner for job_id, owner in rows}
+
+
+async def add_all(session: AsyncSession, records: Sequence[JobRecord]) -> None:
+    session.add_all(records)
+    await session.flush()
+
+
+async def remove(session: AsyncSession, job_ids: Iterable[str]) -> None:
+    await session.execute(delete(JobRecord).where(JobRecord.job_id.in_(list(job_ids))))
+
+
+_NOT_FINISHED = JobRecord.status.not_in([s.value for s in FINISHED_STATUSES])
+
+
+async def mark_started(session: AsyncSession, job_id: str, *, tries: int, at: datetime) -> None:
+    await session.execute(
+        update(JobRecord)
+        .where(JobRecord.job_id == job_id, _NOT_FINISHED)
+        .values(status=JobStatus.IN_PROGRESS.value, tries=tries, started_at=at)
+    )
+
+
+async def mark_waiting(
+    session: AsyncSession, job_id: str, *, status: JobStatus, tries: int, scheduled_for: datetime
+) -> None:
+    """A job that will run (again): retrying after a failed try, or queued anew."""
+    await session.execute(
+        update(JobRecord)
+        .where(JobRecord.job_id == job_id, _NOT_FINISHED)
+        .values(status=status.value, tries=tries, scheduled_for=scheduled_for)
+    )
+
+
+async def mark_finished(
+    session: AsyncSession,
+    job_id: str,
+    *,
+    status: JobStatus,
+    at: datetime,
+    tries: int | None = None,
+    started_at: datetime | None = None,
+    result: Any = None,
+    error: dict[str, str] | None = None,
+) -> bool:
+    """Record the end of a job once; a finished job is never rewritten. True if this call did it."""
+    values: dict[str, Any] = {
+        "status": status.value,
+        "finished_at": at,
+        "result": result,
+        "error": error,
+    }
+    if status is JobStatus.COMPLETE:
+        values["progress"] = 100
+    if tries is not None:
+        values["tries"] = tries
+    if started_at is not None:
+        values["started_at"] = func.coalesce(JobRecord.started_at, started_at)
+    outcome = await session.execute(
+        update(JobRecord).where(JobRecord.job_id == job_id, _NOT_FINISHED).values(**values)
+    )
+    return bool(getattr(outcome, "rowcount", 0))
+
+
+async def request_abort(session: AsyncSession, job_id: str, *, by: str, at: datetime) -> None:
+    await session.execute(
+        update(JobRecord)
+        .where(JobRecord.job_id == job_id, _NOT_FINISHED)
+        .values(abort_requested_by=by, abort_requested_at=at)
+    )
+
+
+async def set_progress(
+    session: AsyncSession, job_id: str, percent: int, message: str | None
+) -> None:
+    await session.execute(
+        update(JobRecord)
+        .where(JobRecord.job_id == job_id, _NOT_FINISHED)
+        .values(progress=percent, message=message)
+    )
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    owner: str | None,
+    status: JobStatus | None,
+    function: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[JobRecord], int]:
+    """Jobs newest first, with the total matching the filters."""
+    conditions = []
+    if owner is not None:
+        conditions.append(JobRecord.owner == owner)
+    if status is not None:
+        conditions.append(JobRecord.status == status.value)
+    if function is not None:
+        conditions.append(JobRecord.function == function)
+    where = and_(*conditions) if conditions else true()
+    total = await session.scalar(select(func.count()).select_from(JobRecord).where(where))
+    rows = await session.scalars(
+        select(JobRecord)
+        .where(where)
+        .order_by(JobRecord.enqueued_at.desc(), JobRecord.job_id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), int(total or 0)
+
+
+async def active_by_function(session: AsyncSession) -> dict[str, int]:
+    """Counts of not-finished jobs per task."""
+    rows = await session.execute(
+        select(JobRecord.function, func.count()).where(_NOT_FINISHED).group_by(JobRecord.function)
+    )
+    return {name: int(count) for name, count in rows}
+
+
+async def finished_since(session: AsyncSession, since: datetime) -> dict[JobStatus, int]:
+    rows = await session.execute(
+        select(JobRecord.status, func.count())
+        .where(JobRecord.finished_at >= since)
+        .group_by(JobRecord.status)
+    )
+    return {JobStatus(status): int(count) for status, count in rows}

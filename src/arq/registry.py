@@ -1,0 +1,167 @@
+"""The task registry: each task declared once (name, argument model, role, limits, coroutine).
+
+The worker (`ALL_TASKS`), the REST API, the Python API and OpenAPI all read these declarations, so a
+job's arguments are validated when it is enqueued, not discovered broken in the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from arq.worker import Function
+from arq.worker import func as arq_func
+from pydantic import BaseModel, ValidationError
+
+from src.arq.context import JobContext, bind_progress
+from src.arq.exceptions import InvalidJobArguments, UnknownTask
+from src.arq.serialization import to_jsonable
+from src.auth.schemas import Role
+
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
+Handler = Callable[[JobContext, ArgsT], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: what it is called, what it takes, who may run it and how long it may take."""
+
+    name: str
+    args_model: type[BaseModel]
+    handler: Callable[[JobContext, Any], Awaitable[Any]]
+    role: Role = Role.USER
+    timeout: float | None = None
+    max_tries: int | None = None
+    description: str = ""
+    _field_names: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_field_names", tuple(self.args_model.model_fields))
+
+    def validate_args(
+        self, args: list[Any], kwargs: dict[str, Any], *, loc_prefix: tuple[Any, ...] = ()
+    ) -> dict[str, Any]:
+        """Map positional args onto the model's fields in order, validate, return JSON kwargs."""
+        errors: list[dict[str, Any]] = []
+        merged = dict(kwargs)
+        if len(args) > len(self._field_names):
+            errors.append(
+                {
+                    "loc": [*loc_prefix, "args"],
+                    "msg": f"{self.name} takes at most {len(self._field_names)} positional "
+                    f"arguments ({', '.join(self._field_names) or 'none'}), got {len(args)}",
+                    "type": "too_many_arguments",
+                }
+            )
+        for name, value in zip(self._field_names, args, strict=False):
+            if name in merged:
+                errors.append(
+                    {
+                        "loc": [*loc_prefix, "kwargs", name],
+                        "msg": f"{name!r} given both positionally and as a keyword",
+                        "type": "duplicate_argument",
+                    }
+                )
+            merged[name] = value
+        if not errors:
+            try:
+                model = self.args_model.model_validate(merged)
+            except ValidationError as exc:
+                errors = [
+                    {
+                        "loc": [*loc_prefix, "kwargs", *err["loc"]],
+                        "msg": err["msg"],
+                        "type": err["type"],
+                    }
+                    for err in exc.errors(include_url=False, include_input=False)
+                ]
+            else:
+                dumped: dict[str, Any] = model.model_dump(mode="json")
+                return dumped
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][len(loc_prefix) :])}: {e['msg']}" for e in errors
+        )
+        raise InvalidJobArguments(f"invalid arguments for task {self.name!r}: {reasons}", errors)
+
+    def arq_function(self) -> Function:
+        """This task as an ARQ function: re-validates, binds progress, returns JSON data."""
+
+        async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            # Jobs can be queued by other producers than this API: validate again here.
+            model = self.args_model.model_validate(kwargs)
+            job_ctx = bind_progress(ctx)
+            return to_jsonable(await self.handler(job_ctx, model))
+
+        run.__qualname__ = run.__name__ = self.name
+        return arq_func(run, name=self.name, timeout=self.timeout, max_tries=self.max_tries)
+
+
+class TaskRegistry:
+    """Name -> `TaskSpec`. Domain packages declare their tasks on one registry."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskSpec] = {}
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        args: type[ArgsT],
+        role: Role = Role.USER,
+        timeout: float | None = None,
+        max_tries: int | None = None,
+    ) -> Callable[[Handler[ArgsT]], Handler[ArgsT]]:
+        """Declare a task: `@registry.task(args=PingArgs) async def ping(ctx, args): ...`."""
+
+        def decorate(handler: Handler[ArgsT]) -> Handler[ArgsT]:
+            self.add(
+                TaskSpec(
+                    name=name or handler.__name__,
+                    args_model=args,
+                    handler=handler,
+                    role=role,
+                    timeout=timeout,
+                    max_tries=max_tries,
+                    description=(handler.__doc__ or "").strip().splitlines()[0]
+                    if handler.__doc__
+                    else "",
+                )
+            )
+            return handler
+
+        return decorate
+
+    def add(self, spec: TaskSpec) -> None:
+        if spec.name in self._tasks:
+            raise ValueError(f"task {spec.name!r} is declared twice")
+        self._tasks[spec.name] = spec
+
+    def get(self, name: str, *, loc: str = "function_name") -> TaskSpec:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTask(name, self.names(), loc=loc) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def functions(self) -> list[Function]:
+        """The ARQ functions for `WorkerSettings.functions`."""
+        return [spec.arq_function() for spec in self._tasks.values()]
+
+    def merged(self, other: TaskRegistry) -> TaskRegistry:
+        """A registry with the tasks of both (names must not clash)."""
+        combined = TaskRegistry()
+        for spec in (*self, *other):
+            combined.add(spec)
+        return combined
+
+    def __iter__(self) -> Iterator[TaskSpec]:
+        return iter(self._tasks.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)

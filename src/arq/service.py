@@ -1,0 +1,616 @@
+"""The job module's logic: enqueue, status, result, abort, listings, queue info. No HTTP here.
+
+The history table is the record a user can query forever; Redis holds the live queue. Status is
+read from the table and, while a job is not finished there, refined from ARQ's keys in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.jobs import serialize_job
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.arq import history, keys
+from src.arq.config import ArqSettings
+from src.arq.exceptions import JobConflict, JobNotFound, RateLimited, TaskForbidden
+from src.arq.models import JobRecord
+from src.arq.registry import TaskRegistry, TaskSpec
+from src.arq.schemas import (
+    EnqueueRequest,
+    EnqueueResponse,
+    HealthDetails,
+    HealthQueueInfo,
+    HealthResponse,
+    JobError,
+    JobPage,
+    JobResultResponse,
+    JobStatus,
+    JobStatusResponse,
+    JobSummary,
+    QueueInfo,
+    TaskInfo,
+)
+from src.arq.serialization import as_error, deserialize, serialize
+from src.auth.schemas import Principal, Role
+from src.exceptions import ServiceUnavailable
+
+SYSTEM = Principal(owner="system", role=Role.ADMIN)
+WORKER_HEARTBEAT_SECONDS = 5.0
+WORKER_LIVE_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
+# How long an aborted queued job keeps ARQ's in-progress lock, so that a worker which read its id
+# just before the abort cannot start it.
+ABORT_LOCK_MS = 60_000
+# ARQ keeps a job key one day past its run time.
+EXPIRES_EXTRA_MS = 86_400_000
+
+# Enqueue one job atomically, refusing an id whose job or result ARQ still holds.
+ENQUEUE_SCRIPT = """
+if redis.call('exists', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('psetex', KEYS[1], ARGV[2], ARGV[1])
+redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+# Take a job that has not started out of the queue. 1: removed; 0: running; -1: not queued.
+ABORT_QUEUED_SCRIPT = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+if redis.call('zrem', KEYS[2], ARGV[1]) == 0 then return -1 end
+redis.call('del', KEYS[3], KEYS[4])
+redis.call('psetex', KEYS[1], ARGV[2], 'aborted')
+return 1
+"""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def ms_to_datetime(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished job as ARQ recorded it in `arq:result:<id>`."""
+
+    status: JobStatus
+    result: Any
+    error: dict[str, str] | None
+    tries: int | None
+    started_at: datetime | None
+    finished_at: datetime
+
+
+def outcome_from_result(data: dict[str, Any], record: JobRecord | None = None) -> Outcome:
+    """Read ARQ's result record; a cancelled job is an aborted one."""
+    started = ms_to_datetime(data["st"]) if data.get("st") else None
+    finished = ms_to_datetime(data["ft"]) if data.get("ft") else now_utc()
+    tries = int(data["t"]) if data.get("t") else None
+    if data.get("s"):
+        return Outcome(JobStatus.COMPLETE, data.get("r"), None, tries, started, finished)
+    error = as_error(data.get("r")) or {"type": "Error", "message": str(data.get("r"))}
+    if error["type"] == "CancelledError":
+        by = record.abort_requested_by if record is not None else None
+        message = f"aborted by {by}" if by else "aborted"
+        return Outcome(
+            JobStatus.ABORTED,
+            None,
+            {"type": "JobAborted", "message": message},
+            tries,
+            started,
+            finished,
+        )
+    return Outcome(JobStatus.FAILED, None, error, tries, started, finished)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    spec: TaskSpec
+    job_id: str
+    kwargs: dict[str, Any]
+    score_ms: int
+    scheduled_for: datetime
+    status: JobStatus
+
+
+class ArqService:
+    """Enqueue and follow jobs. Every call names the caller (`principal`); the default is SYSTEM."""
+
+    def __init__(
+        self,
+        *,
+        redis: ArqRedis,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        registry: TaskRegistry,
+        settings: ArqSettings,
+        api_prefix: str = "/api/v1/arq",
+    ) -> None:
+        self.redis = redis
+        self.sessionmaker = sessionmaker
+        self.registry = registry
+        self.settings = settings
+        self.api_prefix = api_prefix
+        self._enqueue_script = redis.register_script(ENQUEUE_SCRIPT)
+        self._abort_script = redis.register_script(ABORT_QUEUED_SCRIPT)
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    async def enqueue_job(
+        self,
+        function_name: str,
+        *args: Any,
+        _job_id: str | None = None,
+        _defer_by: float | timedelta | None = None,
+        _defer_until: datetime | None = None,
+        _principal: Principal = SYSTEM,
+        **kwargs: Any,
+    ) -> EnqueueResponse:
+        """Python API: `await arq_service.enqueue_job("ping", message="hi")`, validated as REST."""
+        defer_by = _defer_by.total_seconds() if isinstance(_defer_by, timedelta) else _defer_by
+        request = EnqueueRequest(
+            function_name=function_name,
+            args=list(args),
+            kwargs=kwargs,
+            job_id=_job_id,
+            defer_by=defer_by,
+            defer_until=_defer_until,
+        )
+        return await self.enqueue(request, principal=_principal)
+
+    async def enqueue(self, request: EnqueueRequest, *, principal: Principal) -> EnqueueResponse:
+        """Validate and queue one job."""
+        prepared = self._prepare(request, principal=principal)
+        return (await self._enqueue_prepared([prepared], principal=principal))[0]
+
+    async def enqueue_batch(
+        self, requests: Sequence[EnqueueRequest], *, principal: Principal
+    ) -> list[EnqueueResponse]:
+        """Validate every job first; queue all of them or none."""
+        prepared = [
+            self._prepare(request, principal=principal, loc=("body", index))
+            for index, request in enumerate(requests)
+        ]
+        seen: set[str] = set()
+        for index, item in enumerate(prepared):
+            if item.job_id in seen:
+                raise JobConflict(
+                    f"job_id {item.job_id!r} appears twice in the batch (item {index})"
+                )
+            seen.add(item.job_id)
+        return await self._enqueue_prepared(prepared, principal=principal)
+
+    def _prepare(
+        self, request: EnqueueRequest, *, principal: Principal, loc: tuple[Any, ...] = ("body",)
+    ) -> _Prepared:
+        spec = self.registry.get(request.function_name, loc=".".join(map(str, loc)))
+        if spec.role is Role.ADMIN and not principal.is_admin:
+            raise TaskForbidden(f"task {spec.name!r} needs the admin role")
+        kwargs = spec.validate_args(request.args, request.kwargs, loc_prefix=loc)
+        now_ms = int(time.time() * 1000)
+        if request.defer_until is not None:
+            # A time in the past means "now": ARQ derives key expiry from the score.
+            score = max(now_ms, datetime_to_ms(request.defer_until))
+        elif request.defer_by:
+            score = now_ms + int(request.defer_by * 1000)
+        else:
+            score = now_ms
+        return _Prepared(
+            spec=spec,
+            job_id=request.job_id or uuid.uuid4().hex,
+            kwargs=kwargs,
+            score_ms=score,
+            scheduled_for=ms_to_datetime(score),
+            status=JobStatus.DEFERRED if score > now_ms else JobStatus.QUEUED,
+        )
+
+    async def _enqueue_prepared(
+        self, items: list[_Prepared], *, principal: Principal
+    ) -> list[EnqueueResponse]:
+        ids = [item.job_id for item in items]
+        await self._refuse_taken(ids, principal=principal)
+        await self._charge_rate_limit(principal.owner, len(items))
+        enqueued_at = now_utc()
+        records = [
+            JobRecord(
+                job_id=item.job_id,
+                function=item.spec.name,
+                queue_name=self.settings.queue_name,
+                args=item.kwargs,
+                owner=principal.owner,
+                status=item.status.value,
+                progress=0,
+                tries=0,
+                enqueued_at=enqueued_at,
+                scheduled_for=item.scheduled_for,
+            )
+            for item in items
+        ]
+        try:
+            async with self.sessionmaker.begin() as session:
+                await history.add_all(session, records)
+        except IntegrityError:
+            raise JobConflict("a job_id in the request is already in use") from None
+        try:
+            await self._push(items, enqueued_ms=datetime_to_ms(enqueued_at))
+        except BaseException:
+            # Redis refused or is down: the jobs were not queued, so they must not be on record.
+            async with self.sessionmaker.begin() as session:
+                await history.remove(session, ids)
+            raise
+        return [
+            EnqueueResponse(
+                job_id=item.job_id,
+                function=item.spec.name,
+                status=item.status,
+                status_url=f"{self.api_prefix}/status/{item.job_id}",
+                result_url=f"{self.api_prefix}/result/{item.job_id}",
+            )
+            for item in items
+        ]
+
+    async def _refuse_taken(self, ids: list[str], *, principal: Principal) -> None:
+        async with self.sessionmaker() as session:
+            taken = await history.existing_ids(session, ids)
+        if taken:
+            job_id, owner = next(iter(taken.items()))
+            if principal.is_admin or owner == principal.owner:
+                raise JobConflict(
+                    f"job_id {job_id!r} is already in use",
+                    status_url=f"{self.api_prefix}/status/{job_id}",
+                    job_id=job_id,
+                )
+            # Someone else's job: say the id is taken, nothing about that job.
+            raise JobConflict(f"job_id {job_id!r} is already in use", job_id=job_id)
+
+    async def _charge_rate_limit(self, owner: str, count: int) -> None:
+        limit = self.settings.enqueue_rate_limit
+        if limit == 0:
+            return
+        now = time.time()
+        key = keys.rate_limit(owner, int(now // 60))
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incrby(key, count)
+                pipe.expire(key, 120)
+                used, _ = await pipe.execute()
+            if used > limit:
+                await self.redis.decrby(key, count)
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
+        if used > limit:
+            raise RateLimited(retry_after=max(1, 60 - int(now % 60)))
+
+    async def _push(self, items: list[_Prepared], *, enqueued_ms: int) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for item in items:
+                    payload = serialize_job(
+                        item.spec.name, (), item.kwargs, None, enqueued_ms, serializer=serialize
+                    )
+                    await self._enqueue_script(
+                        keys=[
+                            keys.job_key_prefix + item.job_id,
+                            keys.result_key_prefix + item.job_id,
+                            self.settings.queue_name,
+                        ],
+                        args=[
+                            payload,
+                            item.score_ms - enqueued_ms + EXPIRES_EXTRA_MS,
+                            item.score_ms,
+                            item.job_id,
+                        ],
+                        client=pipe,
+                    )
+                outcomes = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(
+                f"Redis is unreachable, the job was not queued: {type(exc).__name__}"
+            ) from None
+        refused = [item.job_id for item, ok in zip(items, outcomes, strict=True) if not ok]
+        if refused:
+            # ARQ still holds a job or result under this id (history cleaned before Redis expired).
+            queued = [item for item, ok in zip(items, outcomes, strict=True) if ok]
+            await self._drop_from_redis([item.job_id for item in queued])
+            raise JobConflict(
+                f"job_id {refused[0]!r} is still held by the queue", job_id=refused[0]
+            )
+
+    async def _drop_from_redis(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.settings.queue_name, *ids)
+            pipe.delete(*(keys.job_key_prefix + job_id for job_id in ids))
+            await pipe.execute()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get_job_status(
+        self, job_id: str, *, principal: Principal = SYSTEM
+    ) -> JobStatusResponse:
+        """Where the job stands; 404 if it does not exist or belongs to someone else."""
+        record = await self._visible_record(job_id, principal)
+        return _status_response(await self._refresh(record))
+
+    async def get_job_result(
+        self, job_id: str, *, principal: Principal = SYSTEM
+    ) -> JobResultResponse | JobStatusResponse:
+        """The result of a finished job, or its status while it is not finished."""
+        record = await self._refresh(await self._visible_record(job_id, principal))
+        status = JobStatus(record.status)
+        if not status.finished:
+            return _status_response(record)
+        return JobResultResponse(
+            job_id=record.job_id,
+            function=record.function,
+            status=status,
+            success=status is JobStatus.COMPLETE,
+            result=record.result,
+            error=JobError(**record.error) if record.error else None,
+            finished_at=record.finished_at,
+        )
+
+    async def _visible_record(self, job_id: str, principal: Principal) -> JobRecord:
+        async with self.sessionmaker() as session:
+            record = await history.get(session, job_id)
+        if record is None or not (principal.is_admin or record.owner == principal.owner):
+            raise JobNotFound(job_id)
+        return record
+
+    async def _refresh(self, record: JobRecord) -> JobRecord:
+        """Bring a not-finished record up to date with Redis (and write a found ending back)."""
+        if JobStatus(record.status).finished:
+            return record
+        job_id = record.job_id
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(keys.result_key_prefix + job_id)
+                pipe.exists(keys.in_progress_key_prefix + job_id)
+                pipe.zscore(record.queue_name, job_id)
+                raw_result, running, score = await pipe.execute()
+        except (RedisError, OSError):
+            return record  # Redis is down: the history is the best there is.
+        if raw_result:
+            outcome = outcome_from_result(deserialize(raw_result), record)
+            async with self.sessionmaker.begin() as session:
+                await history.mark_finished(
+                    session,
+                    job_id,
+                    status=outcome.status,
+                    at=outcome.finished_at,
+                    tries=outcome.tries,
+                    started_at=outcome.started_at,
+                    result=outcome.result,
+                    error=outcome.error,
+                )
+                fresh = await history.get(session, job_id)
+            return fresh or record
+        if running:
+            record.status = JobStatus.IN_PROGRESS.value
+        elif score is not None:
+            record.scheduled_for = ms_to_datetime(score)
+            if record.tries > 0:
+                record.status = JobStatus.RETRYING.value
+            elif score > time.time() * 1000:
+                record.status = JobStatus.DEFERRED.value
+            else:
+                record.status = JobStatus.QUEUED.value
+        return record
+
+    async def list_jobs(
+        self,
+        *,
+        principal: Principal,
+        status: JobStatus | None = None,
+        function: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> JobPage:
+        """The caller's jobs (an admin's: everyone's, or `owner`'s), newest first."""
+        owner_filter = owner if principal.is_admin else principal.owner
+        async with self.sessionmaker() as session:
+            rows, total = await history.page(
+                session,
+                owner=owner_filter,
+                status=status,
+                function=function,
+                limit=limit,
+                offset=offset,
+            )
+        return JobPage(
+            items=[
+                JobSummary(
+                    job_id=row.job_id,
+                    function=row.function,
+                    owner=row.owner,
+                    status=JobStatus(row.status),
+                    progress=row.progress,
+                    tries=row.tries,
+                    enqueued_at=row.enqueued_at,
+                    finished_at=row.finished_at,
+                )
+                for row in rows
+            ],
+            total=total,
+            limit=limit,
+            offset=offset,
+        )
+
+    # -- abort -----------------------------------------------------------------------------
+
+    async def abort_job(self, job_id: str, *, principal: Principal = SYSTEM) -> JobStatusResponse:
+        """Stop a job: a waiting one never runs, a running one is cancelled; 409 if finished."""
+        record = await self._refresh(await self._visible_record(job_id, principal))
+        if JobStatus(record.status).finished:
+            raise JobConflict(f"job {job_id!r} is already {record.status}", job_id=job_id)
+        try:
+            removed = await self._abort_script(
+                keys=[
+                    keys.in_progress_key_prefix + job_id,
+                    record.queue_name,
+                    keys.job_key_prefix + job_id,
+                    keys.retry_key_prefix + job_id,
+                ],
+                args=[job_id, ABORT_LOCK_MS],
+            )
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
+        now = now_utc()
+        if removed == 1:
+            async with self.sessionmaker.begin() as session:
+                await history.request_abort(session, job_id, by=principal.owner, at=now)
+                await history.mark_finished(
+                    session,
+                    job_id,
+                    status=JobStatus.ABORTED,
+                    at=now,
+                    error={
+                        "type": "JobAborted",
+                        "message": f"aborted by {principal.owner} before it started",
+                    },
+                )
+            return await self.get_job_status(job_id, principal=principal)
+        async with self.sessionmaker.begin() as session:
+            await history.request_abort(session, job_id, by=principal.owner, at=now)
+        if removed == 0:
+            # Running: ARQ's workers cancel tasks listed in `arq:abort` on their next poll.
+            await self.redis.zadd(keys.abort_jobs_ss, {job_id: datetime_to_ms(now)})
+        else:
+            # Neither queued nor running. If ARQ wrote an ending meanwhile, `_refresh` finds it;
+            # otherwise the job is gone from Redis and is recorded as aborted now.
+            record = await self._refresh(record)
+            if not JobStatus(record.status).finished:
+                async with self.sessionmaker.begin() as session:
+                    await history.mark_finished(
+                        session,
+                        job_id,
+                        status=JobStatus.ABORTED,
+                        at=now,
+                        error={"type": "JobAborted", "message": f"aborted by {principal.owner}"},
+                    )
+        deadline = time.monotonic() + self.settings.abort_wait
+        while True:
+            status = await self.get_job_status(job_id, principal=principal)
+            if status.status.finished or time.monotonic() >= deadline:
+                return status
+            await asyncio.sleep(0.05)
+
+    # -- queue and health ------------------------------------------------------------------
+
+    async def queue_info(self) -> QueueInfo:
+        """Queue depth from the sorted sets, history counts from the table's indexes."""
+        now_ms = int(time.time() * 1000)
+        queue = self.settings.queue_name
+        running_key = keys.running_set(queue)
+        stale_before = now_ms - int((self._longest_timeout() + 60) * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(running_key, "-inf", stale_before)
+            pipe.zcount(queue, "-inf", now_ms)
+            pipe.zcount(queue, f"({now_ms}", "+inf")
+            pipe.zcard(running_key)
+            pipe.zcount(keys.workers_set(queue), now_ms - int(WORKER_LIVE_SECONDS * 1000), "+inf")
+            _, ready, deferred, running, workers = await pipe.execute()
+        since = now_utc() - timedelta(hours=1)
+        async with self.sessionmaker() as session:
+            by_function = await history.active_by_function(session)
+            finished = await history.finished_since(session, since)
+        return QueueInfo(
+            queue_name=queue,
+            queued=max(0, ready - running),
+            deferred=deferred,
+            in_progress=running,
+            by_function=by_function,
+            workers=workers,
+            completed_last_hour=finished.get(JobStatus.COMPLETE, 0),
+            failed_last_hour=finished.get(JobStatus.FAILED, 0),
+        )
+
+    def _longest_timeout(self) -> float:
+        return max([self.settings.job_timeout, *(s.timeout for s in self.registry if s.timeout)])
+
+    async def health(self) -> HealthResponse:
+        """Whether Redis and the database answer, with live workers and queue depth."""
+        redis_ok, workers, queued = False, None, None
+        now_ms = int(time.time() * 1000)
+        try:
+            async with asyncio.timeout(2):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.ping()
+                    pipe.zcount(
+                        keys.workers_set(self.settings.queue_name),
+                        now_ms - int(WORKER_LIVE_SECONDS * 1000),
+                        "+inf",
+                    )
+                    pipe.zcount(self.settings.queue_name, "-inf", now_ms)
+                    _, workers, queued = await pipe.execute()
+            redis_ok = True
+        except (RedisError, OSError, TimeoutError):
+            pass
+        database_ok = False
+        try:
+            async with asyncio.timeout(3), self.sessionmaker() as session:
+                await session.execute(select(1))
+            database_ok = True
+        except (SQLAlchemyError, OSError, TimeoutError):
+            pass
+        return HealthResponse(
+            healthy=redis_ok and database_ok,
+            timestamp=now_utc(),
+            details=HealthDetails(
+                redis_connected=redis_ok,
+                database_connected=database_ok,
+                workers=workers,
+                queue_info=HealthQueueInfo(
+                    queue_name=self.settings.queue_name, queued_jobs_count=queued
+                ),
+            ),
+        )
+
+    def tasks(self, *, principal: Principal) -> list[TaskInfo]:
+        """The tasks this caller may enqueue, with their argument schemas."""
+        return [
+            TaskInfo(
+                name=spec.name,
+                description=spec.description,
+                role=spec.role.value,
+                timeout=spec.timeout,
+                max_tries=spec.max_tries,
+                args_schema=spec.args_model.model_json_schema(),
+            )
+            for spec in self.registry
+            if principal.is_admin or spec.role is Role.USER
+        ]
+
+
+def _status_response(record: JobRecord) -> JobStatusResponse:
+    return JobStatusResponse(
+        job_id=record.job_id,
+        function=record.function,
+        status=JobStatus(record.status),
+        priority=record.priority,
+        progress=record.progress,
+        message=record.message,
+        tries=record.tries,
+        enqueued_at=record.enqueued_at,
+        scheduled_for=record.scheduled_for,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        result=record.result,
+        error=JobError(**record.error) if record.error else None,
+    )

@@ -1,0 +1,83 @@
+"""App-wide settings (`Settings`) and the loader every concern's settings go through."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import TypeVar
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/app.db"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Where the app finds Redis and its database, and how it logs."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    app_name: str = "VK Comments Parser"
+    environment: Environment = Environment.DEVELOPMENT
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = DEFAULT_SQLITE_URL
+    log_level: str = "INFO"
+    # Connection and command timeouts, so a dead Redis or database gives a 503, never a hang.
+    redis_timeout: float = 3.0
+    database_timeout: float = 5.0
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        # Accept the plain driver-less spellings people copy from elsewhere.
+        for plain, async_driver in (
+            ("postgres://", "postgresql+asyncpg://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if value.startswith(plain):
+                value = async_driver + value[len(plain) :]
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError(
+                "must be a PostgreSQL (postgresql+asyncpg://) or SQLite (sqlite+aiosqlite://) URL"
+            )
+        return value
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load(settings_cls: type[SettingsT]) -> SettingsT:
+    """Build settings from the environment and `.env`, naming the variable on failure."""
+    try:
+        return settings_cls()
+    except ValidationError as exc:
+        prefix = str(settings_cls.model_config.get("env_prefix", ""))
+        problems = "; ".join(
+            f"{(prefix + str(err['loc'][0])).upper() if err['loc'] else prefix}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide app settings."""
+    return load(Settings)

@@ -1,0 +1,145 @@
+"""The FastAPI app ("VK Comments Parser"): app factory, lifespan and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from src.arq.config import ArqSettings
+from src.arq.pool import create_redis
+from src.arq.registry import TaskRegistry
+from src.arq.router import build_router
+from src.arq.service import ArqService
+from src.arq.tasks import registry as default_registry
+from src.auth.config import DEVELOPMENT_API_KEY, AuthSettings
+from src.auth.service import Authenticator
+from src.config import Environment, Settings, get_settings, load
+from src.database import create_engine, create_sessionmaker
+from src.exceptions import AppError
+
+logger = logging.getLogger("src.main")
+
+
+def error_body(error: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """The one JSON shape of every error."""
+    return {"error": error, "detail": detail, **extra}
+
+
+def create_app(
+    *,
+    settings: Settings | None = None,
+    arq_settings: ArqSettings | None = None,
+    auth_settings: AuthSettings | None = None,
+    registry: TaskRegistry | None = None,
+) -> FastAPI:
+    """Build the app; every setting comes from the environment unless given."""
+    settings = settings or get_settings()
+    arq_settings = arq_settings or load(ArqSettings)
+    auth_settings = auth_settings or load(AuthSettings)
+    registry = registry or default_registry
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, timeout=settings.database_timeout)
+        redis = create_redis(
+            settings.redis_url, queue_name=arq_settings.queue_name, timeout=settings.redis_timeout
+        )
+        authenticator = Authenticator(auth_settings)
+        if authenticator.uses_key(DEVELOPMENT_API_KEY):
+            level = (
+                logging.ERROR if settings.environment is Environment.PRODUCTION else logging.WARNING
+            )
+            logger.log(
+                level,
+                "the development API key from .env.example is enabled: "
+                "set your own API_KEYS before exposing this service",
+            )
+        if not auth_settings.keys() and auth_settings.jwt_secret is None:
+            logger.warning("neither API_KEYS nor JWT_SECRET is set: every request will get 401")
+        app.state.authenticator = authenticator
+        app.state.arq_service = ArqService(
+            redis=redis,
+            sessionmaker=create_sessionmaker(engine),
+            registry=registry,
+            settings=arq_settings,
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose(close_connection_pool=True)
+            await engine.dispose()
+
+    app = FastAPI(
+        title=settings.app_name,
+        version="0.1.0",
+        description="VK community comments: parsing, analysis and reports, run as background jobs.",
+        lifespan=lifespan,
+    )
+    app.include_router(build_router(registry))
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body(type(exc).__name__, exc.detail, **exc.extra),
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type")}
+            for err in exc.errors()
+        ]
+        detail = (
+            "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+            or "invalid request"
+        )
+        return JSONResponse(
+            status_code=422, content=error_body("ValidationError", detail, errors=errors)
+        )
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        logger.warning("Redis error on %s: %s", request.url.path, type(exc).__name__)
+        return JSONResponse(
+            status_code=503,
+            content=error_body("ServiceUnavailable", "Redis is unreachable; try again shortly"),
+            headers={"Retry-After": "5"},
+        )
+
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("database error on %s: %s", request.url.path, type(exc).__name__)
+        return JSONResponse(
+            status_code=503,
+            content=error_body(
+                "ServiceUnavailable", "the database is unreachable; try again shortly"
+            ),
+            headers={"Retry-After": "5"},
+        )
+
+    for exc_type in (OperationalError, DBAPIError, PoolTimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(exc_type, database_down)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            status_code=500, content=error_body("InternalError", "an unexpected error occurred")
+        )
+
+
+app = create_app()
