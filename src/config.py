@@ -74,7 +74,9 @@ def load(settings_cls: type[SettingsT]) -> SettingsT:
             f"{(prefix + str(err['loc'][0])).upper() if err['loc'] else prefix}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    # Raised outside the `except`: the validation error (which holds the raw values, secrets
+    # included) must not travel along as this error's context.
+    raise ConfigError(f"invalid configuration: {problems}")
 
 
 @lru_cache

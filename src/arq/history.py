@@ -82,7 +82,7 @@ async def mark_finished(
     if tries is not None:
         values["tries"] = tries
     if started_at is not None:
-        values["started_at"] = func.coalesce(JobRecord.started_at, started_at)
+        values["started_at"] = started_at  # ARQ's own start time is the exact one
     outcome = await session.execute(
         update(JobRecord).where(JobRecord.job_id == job_id, _NOT_FINISHED).values(**values)
     )

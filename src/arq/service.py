@@ -224,7 +224,8 @@ class ArqService:
         ids = [item.job_id for item in items]
         await self._refuse_taken(ids, principal=principal)
         await self._charge_rate_limit(principal.owner, len(items))
-        enqueued_at = now_utc()
+        # Millisecond precision, like ARQ's own enqueue and start times, so they compare sanely.
+        enqueued_at = ms_to_datetime(int(time.time() * 1000))
         records = [
             JobRecord(
                 job_id=item.job_id,

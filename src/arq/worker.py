@@ -13,6 +13,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Coroutine
+from datetime import datetime
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -24,7 +26,7 @@ from src.arq.config import ArqSettings
 from src.arq.registry import TaskRegistry
 from src.arq.schemas import JobStatus
 from src.arq.serialization import deserialize, serialize
-from src.arq.service import WORKER_HEARTBEAT_SECONDS, ms_to_datetime, now_utc, outcome_from_result
+from src.arq.service import WORKER_HEARTBEAT_SECONDS, ms_to_datetime, outcome_from_result
 from src.arq.tasks import registry as default_registry
 from src.config import Settings, get_settings, load
 from src.database import create_engine, create_sessionmaker
@@ -58,6 +60,7 @@ def worker_options(
         ctx["arq_settings"] = arq_settings
         ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
+        ctx["pending_records"] = set()
         logger.info("worker %s up, tasks: %s", ctx["worker_id"], ", ".join(registry.names()))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -66,6 +69,9 @@ def worker_options(
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+        pending: set[asyncio.Task[None]] = ctx.get("pending_records", set())
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if "worker_id" in ctx:
             with contextlib.suppress(RedisError, OSError):
                 await ctx["redis"].zrem(keys.workers_set(arq_settings.queue_name), ctx["worker_id"])
@@ -81,8 +87,17 @@ def worker_options(
                 logger.warning("worker heartbeat failed", exc_info=True)
             await asyncio.sleep(WORKER_HEARTBEAT_SECONDS)
 
-    async def on_job_start(ctx: dict[str, Any]) -> None:
-        job_id = ctx["job_id"]
+    def track(ctx: dict[str, Any], record: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a history write as its own task, which on_shutdown waits for."""
+        task = asyncio.create_task(record)
+        pending: set[asyncio.Task[None]] = ctx["pending_records"]
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        return task
+
+    async def record_start(
+        ctx: dict[str, Any], job_id: str, job_try: int, started_at: datetime
+    ) -> None:
         try:
             await ctx["redis"].zadd(
                 keys.running_set(arq_settings.queue_name), {job_id: int(time.time() * 1000)}
@@ -91,13 +106,24 @@ def worker_options(
             logger.warning("could not mark job %s running", job_id, exc_info=True)
         try:
             async with ctx["sessionmaker"].begin() as session:
-                await history.mark_started(session, job_id, tries=ctx["job_try"], at=now_utc())
+                await history.mark_started(session, job_id, tries=job_try, at=started_at)
         except _HISTORY_ERRORS:
             logger.warning("could not record the start of job %s", job_id, exc_info=True)
 
-    async def after_job_end(ctx: dict[str, Any]) -> None:
+    async def on_job_start(ctx: dict[str, Any]) -> None:
+        # No await here: ARQ calls this hook outside its own error handling, so a SIGTERM landing
+        # in it would crash the worker and strand the job. The record is written beside the job.
+        started_at = ms_to_datetime(int(time.time() * 1000))
+        ctx["start_recorded"] = track(
+            ctx, record_start(ctx, ctx["job_id"], ctx["job_try"], started_at)
+        )
+
+    async def record_end(ctx: dict[str, Any]) -> None:
         job_id = ctx["job_id"]
         redis = ctx["redis"]
+        started: asyncio.Task[None] | None = ctx.get("start_recorded")
+        if started is not None:
+            await started  # the ending must land after the start; the start never raises
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(keys.running_set(arq_settings.queue_name), job_id)
@@ -133,6 +159,17 @@ def worker_options(
                     )
         except _HISTORY_ERRORS:
             logger.warning("could not record the ending of job %s", job_id, exc_info=True)
+
+    async def after_job_end(ctx: dict[str, Any]) -> None:
+        task = track(ctx, record_end(ctx))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Only a worker shutdown cancels here, and the job has already ended: let the record
+            # finish (on_shutdown waits for it) rather than crash the worker's close.
+            logger.info(
+                "worker stopping; the record of job %s finishes in the background", ctx["job_id"]
+            )
 
     return {
         "functions": registry.functions(),

@@ -18,7 +18,6 @@ class AuthSettings(BaseSettings):
 
     api_keys: SecretStr = SecretStr("")
     jwt_secret: SecretStr | None = None
-    jwt_algorithm: str = "HS256"
 
     @field_validator("api_keys")
     @classmethod
@@ -43,7 +42,10 @@ class AuthSettings(BaseSettings):
 def parse_api_keys(raw: str) -> list[ApiKey]:
     """Parse `owner:role:key,...`; the error names the entry's position, never the key."""
     keys: list[ApiKey] = []
-    for position, entry in enumerate(filter(None, (e.strip() for e in raw.split(","))), 1):
+    for position, raw_entry in enumerate(raw.split(","), 1):
+        entry = raw_entry.strip()
+        if not entry:
+            continue
         parts = entry.split(":", 2)
         if len(parts) != 3 or not all(parts):
             raise ValueError(f"entry {position} is not of the form owner:role:key")

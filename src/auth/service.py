@@ -10,6 +10,8 @@ from src.auth.config import AuthSettings
 from src.auth.exceptions import NotAuthenticated
 from src.auth.schemas import ApiKey, Principal, Role
 
+JWT_ALGORITHM = "HS256"
+
 
 class Authenticator:
     """Checks credentials against the configured keys and JWT secret."""
@@ -17,7 +19,6 @@ class Authenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self._keys: list[ApiKey] = settings.keys()
         self._jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-        self._jwt_algorithm = settings.jwt_algorithm
 
     def from_api_key(self, presented: str) -> Principal:
         """The principal owning `presented`; every key is compared, in constant time."""
@@ -39,7 +40,7 @@ class Authenticator:
             claims = jwt.decode(
                 token,
                 self._jwt_secret,
-                algorithms=[self._jwt_algorithm],
+                algorithms=[JWT_ALGORITHM],
                 options={"require": ["sub", "exp"]},
             )
         except jwt.ExpiredSignatureError:

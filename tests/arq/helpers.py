@@ -1,0 +1,46 @@
+"""Small helpers for job tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.conftest import headers
+
+API = "/api/v1/arq"
+FINISHED = ("complete", "failed", "aborted")
+
+
+async def enqueue(
+    client: httpx.AsyncClient, function_name: str, owner: str = "alice", **body: Any
+) -> httpx.Response:
+    return await client.post(
+        f"{API}/enqueue", json={"function_name": function_name, **body}, headers=headers(owner)
+    )
+
+
+async def status(client: httpx.AsyncClient, job_id: str, owner: str = "alice") -> dict[str, Any]:
+    response = await client.get(f"{API}/status/{job_id}", headers=headers(owner))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_for(
+    client: httpx.AsyncClient,
+    job_id: str,
+    statuses: tuple[str, ...] = FINISHED,
+    owner: str = "alice",
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Poll the status endpoint until the job reaches one of `statuses`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    body: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        body = await status(client, job_id, owner)
+        if body["status"] in statuses:
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {body}")

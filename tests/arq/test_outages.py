@@ -1,0 +1,152 @@
+"""Redis or the database away: clear 503s, no hangs, nothing half-recorded; and rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis as sync_redis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.arq.config import ArqSettings
+from src.arq.models import JobRecord
+from src.auth.config import AuthSettings
+from src.config import Environment, Settings
+from src.main import create_app
+from tests.arq.helpers import API, enqueue
+from tests.conftest import headers
+
+# Nothing listens on port 1 of the loopback address: connections are refused at once.
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+DEAD_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
+
+
+async def _client_for(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings=settings, **kwargs)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture
+async def no_redis_client(
+    settings: Settings,
+    arq_settings: ArqSettings,
+    auth_settings: AuthSettings,
+    registry: Any,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[httpx.AsyncClient]:
+    broken = settings.model_copy(update={"redis_url": DEAD_REDIS, "redis_timeout": 1.0})
+    async for client in _client_for(
+        broken, arq_settings=arq_settings, auth_settings=auth_settings, registry=registry
+    ):
+        yield client
+
+
+@pytest.fixture
+async def no_database_client(
+    settings: Settings, arq_settings: ArqSettings, auth_settings: AuthSettings, registry: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    broken = settings.model_copy(update={"database_url": DEAD_POSTGRES, "database_timeout": 1.0})
+    async for client in _client_for(
+        broken, arq_settings=arq_settings, auth_settings=auth_settings, registry=registry
+    ):
+        yield client
+
+
+async def test_redis_down_enqueue_is_503_and_leaves_no_record(
+    no_redis_client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    response = await asyncio.wait_for(enqueue(no_redis_client, "add", kwargs={"a": 1}), 10)
+    assert response.status_code == 503
+    assert response.json()["error"] == "ServiceUnavailable"
+    assert "Redis" in response.json()["detail"]
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(JobRecord)) == 0
+
+
+async def test_redis_down_health_is_503(no_redis_client: httpx.AsyncClient) -> None:
+    response = await asyncio.wait_for(no_redis_client.get(f"{API}/health"), 10)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["healthy"] is False
+    assert body["details"]["redis_connected"] is False
+    assert body["details"]["database_connected"] is True
+    assert body["details"]["queue_info"]["queued_jobs_count"] is None
+
+
+async def test_redis_down_queue_info_is_503(no_redis_client: httpx.AsyncClient) -> None:
+    response = await asyncio.wait_for(
+        no_redis_client.get(f"{API}/queue/info", headers=headers("alice")), 10
+    )
+    assert response.status_code == 503
+    assert response.json()["error"] == "ServiceUnavailable"
+
+
+async def test_redis_down_status_falls_back_to_history(
+    client: httpx.AsyncClient, no_redis_client: httpx.AsyncClient
+) -> None:
+    job_id = (await enqueue(client, "add", kwargs={"a": 1})).json()["job_id"]
+    response = await no_redis_client.get(f"{API}/status/{job_id}", headers=headers("alice"))
+    assert response.status_code == 200
+    assert response.json()["status"] == "queued"
+    abort = await no_redis_client.delete(f"{API}/abort/{job_id}", headers=headers("alice"))
+    assert abort.status_code == 503
+
+
+async def test_database_down_is_503_everywhere(no_database_client: httpx.AsyncClient) -> None:
+    for method, path, body in [
+        ("POST", f"{API}/enqueue", {"function_name": "add", "kwargs": {"a": 1}}),
+        ("GET", f"{API}/status/some-job", None),
+        ("GET", f"{API}/result/some-job", None),
+        ("DELETE", f"{API}/abort/some-job", None),
+        ("GET", f"{API}/jobs", None),
+        ("GET", f"{API}/queue/info", None),
+    ]:
+        response = await asyncio.wait_for(
+            no_database_client.request(method, path, json=body, headers=headers("alice")), 10
+        )
+        assert response.status_code == 503, (path, response.text)
+        assert response.json()["error"] == "ServiceUnavailable"
+        assert "database" in response.json()["detail"]
+    health = await no_database_client.get(f"{API}/health")
+    assert health.status_code == 503
+    assert health.json()["details"]["database_connected"] is False
+    assert health.json()["details"]["redis_connected"] is True
+
+
+async def test_rate_limit_is_429_with_retry_after(
+    settings: Settings,
+    auth_settings: AuthSettings,
+    registry: Any,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis_db: sync_redis.Redis,
+) -> None:
+    limited = ArqSettings(poll_delay=0.05, enqueue_rate_limit=3)
+    async for client in _client_for(
+        settings, arq_settings=limited, auth_settings=auth_settings, registry=registry
+    ):
+        for i in range(3):
+            assert (await enqueue(client, "add", kwargs={"a": i})).status_code == 202
+        refused = await enqueue(client, "add", kwargs={"a": 9})
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "RateLimited"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        # Other owners have their own budget; a refused batch costs nothing.
+        assert (await enqueue(client, "add", owner="bob", kwargs={"a": 1})).status_code == 202
+        batch = [{"function_name": "add", "kwargs": {"a": 1}}] * 3
+        response = await client.post(f"{API}/enqueue-batch", json=batch, headers=headers("bob"))
+        assert response.status_code == 429
+        assert (await enqueue(client, "add", owner="bob", kwargs={"a": 2})).status_code == 202
+    assert redis_db.zcard("arq:queue") == 5
+
+
+async def test_environment_is_test(settings: Settings) -> None:
+    # Guards the fixtures: the suite never runs against a development or production setup.
+    assert settings.environment is Environment.TEST
+    assert settings.redis_url.rsplit("/", 1)[-1] != "0"

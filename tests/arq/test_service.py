@@ -1,0 +1,114 @@
+"""The Python API (`ArqService`) and the no-pickle guarantee, against real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+from datetime import timedelta
+
+import pytest
+import redis as sync_redis
+from arq.worker import Worker
+
+from src.arq.exceptions import (
+    InvalidJobArguments,
+    JobConflict,
+    JobNotFound,
+    TaskForbidden,
+    UnknownTask,
+)
+from src.arq.schemas import JobResultResponse, JobStatus
+from src.arq.service import ArqService
+from src.auth.schemas import Principal, Role
+
+ALICE = Principal(owner="alice", role=Role.USER)
+BOB = Principal(owner="bob", role=Role.USER)
+
+
+async def wait_done(service: ArqService, job_id: str) -> JobResultResponse:
+    import asyncio
+
+    for _ in range(300):
+        outcome = await service.get_job_result(job_id)
+        if isinstance(outcome, JobResultResponse):
+            return outcome
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+async def test_python_api_round_trip(service: ArqService, worker: Worker) -> None:
+    queued = await service.enqueue_job("add", 40, b=2)
+    assert queued.status is JobStatus.QUEUED
+    done = await wait_done(service, queued.job_id)
+    assert done.success is True
+    assert done.result == {"sum": 42}
+    status = await service.get_job_status(queued.job_id)
+    assert status.status is JobStatus.COMPLETE
+    listing = await service.list_jobs(principal=Principal(owner="system", role=Role.ADMIN))
+    assert [job.owner for job in listing.items] == ["system"]
+
+
+async def test_python_api_validates_like_rest(service: ArqService) -> None:
+    with pytest.raises(UnknownTask):
+        await service.enqueue_job("nope")
+    with pytest.raises(InvalidJobArguments) as info:
+        await service.enqueue_job("add", a="many")
+    assert info.value.extra["errors"][0]["loc"][-1] == "a"
+    with pytest.raises(TaskForbidden):
+        await service.enqueue_job("admin_only", _principal=ALICE)
+    first = await service.enqueue_job("add", a=1, _job_id="py-1", _defer_by=timedelta(minutes=5))
+    assert first.status is JobStatus.DEFERRED
+    with pytest.raises(JobConflict):
+        await service.enqueue_job("add", a=1, _job_id="py-1")
+
+
+async def test_python_api_ownership(service: ArqService) -> None:
+    job = await service.enqueue_job("add", a=1, _principal=ALICE)
+    assert (await service.get_job_status(job.job_id, principal=ALICE)).job_id == job.job_id
+    with pytest.raises(JobNotFound):
+        await service.get_job_status(job.job_id, principal=BOB)
+    with pytest.raises(JobNotFound):
+        await service.abort_job(job.job_id, principal=BOB)
+    aborted = await service.abort_job(job.job_id, principal=ALICE)
+    assert aborted.status is JobStatus.ABORTED
+
+
+async def test_jobs_and_results_in_redis_are_json_not_pickle(
+    service: ArqService, worker: Worker, redis_db: sync_redis.Redis
+) -> None:
+    deferred = await service.enqueue_job("add", a=1, _defer_by=600)
+    payload = redis_db.get(f"arq:job:{deferred.job_id}")
+    assert payload is not None
+    assert json.loads(payload) == {
+        "t": None,
+        "f": "add",
+        "a": [],
+        "k": {"a": 1, "b": 0},
+        "et": json.loads(payload)["et"],
+    }
+    failing = await service.enqueue_job("fail", message="bad input")
+    await wait_done(service, failing.job_id)
+    raw = redis_db.get(f"arq:result:{failing.job_id}")
+    assert raw is not None
+    result = json.loads(raw)
+    assert result["s"] is False
+    assert result["r"]["type"] == "ValueError" and result["r"]["message"] == "bad input"
+
+
+def test_no_module_imports_pickle() -> None:
+    src = pathlib.Path(__file__).resolve().parents[2] / "src"
+    offenders = [
+        str(path)
+        for path in src.rglob("*.py")
+        if "import pickle" in path.read_text() or "from pickle" in path.read_text()
+    ]
+    assert offenders == []
+
+
+def test_import_arq_is_the_library() -> None:
+    arq = importlib.import_module("arq")
+    assert hasattr(arq, "create_pool") and hasattr(arq, "Worker")
+    assert "site-packages" in (arq.__file__ or "")
+    job_module = importlib.import_module("src.arq")
+    assert job_module.__file__ != arq.__file__
