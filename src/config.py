@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = DEFAULT_SQLITE_URL
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Connection and command timeouts, so a dead Redis or database gives a 503, never a hang.
     redis_timeout: float = 3.0
     database_timeout: float = 5.0
@@ -59,6 +59,19 @@ class Settings(BaseSettings):
                 "must be a PostgreSQL (postgresql+asyncpg://) or SQLite (sqlite+aiosqlite://) URL"
             )
         return value
+
+
+def configure_logging(level: str) -> None:
+    """Send the app's own log records (`src.*`) to stderr at `level`."""
+    import logging
+
+    app_logger = logging.getLogger("src")
+    app_logger.setLevel(level)
+    if not app_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        app_logger.addHandler(handler)
+        app_logger.propagate = False
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

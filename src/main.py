@@ -22,7 +22,7 @@ from src.arq.service import ArqService
 from src.arq.tasks import registry as default_registry
 from src.auth.config import DEVELOPMENT_API_KEY, AuthSettings
 from src.auth.service import Authenticator
-from src.config import Environment, Settings, get_settings, load
+from src.config import Environment, Settings, configure_logging, get_settings, load
 from src.database import create_engine, create_sessionmaker
 from src.exceptions import AppError
 
@@ -46,6 +46,7 @@ def create_app(
     arq_settings = arq_settings or load(ArqSettings)
     auth_settings = auth_settings or load(AuthSettings)
     registry = registry or default_registry
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from src.arq import history, keys
 from src.arq.config import ArqSettings
 from src.arq.exceptions import JobConflict, JobNotFound, RateLimited, TaskForbidden
 from src.arq.models import JobRecord
+from src.arq.pool import create_redis
 from src.arq.registry import TaskRegistry, TaskSpec
 from src.arq.schemas import (
     EnqueueRequest,
@@ -42,7 +44,10 @@ from src.arq.schemas import (
     TaskInfo,
 )
 from src.arq.serialization import as_error, deserialize, serialize
+from src.arq.tasks import registry as default_registry
 from src.auth.schemas import Principal, Role
+from src.config import Settings, get_settings, load
+from src.database import create_engine, create_sessionmaker
 from src.exceptions import ServiceUnavailable
 
 SYSTEM = Principal(owner="system", role=Role.ADMIN)
@@ -559,7 +564,9 @@ class ArqService:
                         "+inf",
                     )
                     pipe.zcount(self.settings.queue_name, "-inf", now_ms)
-                    _, workers, queued = await pipe.execute()
+                    pipe.zcard(keys.running_set(self.settings.queue_name))
+                    _, workers, ready, running = await pipe.execute()
+                    queued = max(0, ready - running)
             redis_ok = True
         except (RedisError, OSError, TimeoutError):
             pass
@@ -597,6 +604,35 @@ class ArqService:
             for spec in self.registry
             if principal.is_admin or spec.role is Role.USER
         ]
+
+
+@asynccontextmanager
+async def open_arq_service(
+    *,
+    settings: Settings | None = None,
+    arq_settings: ArqSettings | None = None,
+    registry: TaskRegistry | None = None,
+) -> AsyncIterator[ArqService]:
+    """An `ArqService` for scripts and other processes, closed on exit.
+
+    `async with open_arq_service() as arq_service: await arq_service.enqueue_job("ping")`
+    """
+    settings = settings or get_settings()
+    arq_settings = arq_settings or load(ArqSettings)
+    engine = create_engine(settings.database_url, timeout=settings.database_timeout)
+    redis = create_redis(
+        settings.redis_url, queue_name=arq_settings.queue_name, timeout=settings.redis_timeout
+    )
+    try:
+        yield ArqService(
+            redis=redis,
+            sessionmaker=create_sessionmaker(engine),
+            registry=registry or default_registry,
+            settings=arq_settings,
+        )
+    finally:
+        await redis.aclose(close_connection_pool=True)
+        await engine.dispose()
 
 
 def _status_response(record: JobRecord) -> JobStatusResponse:

@@ -11,6 +11,7 @@ import pytest
 import redis as sync_redis
 from arq.worker import Worker
 
+from src.arq.config import ArqSettings
 from src.arq.exceptions import (
     InvalidJobArguments,
     JobConflict,
@@ -19,8 +20,9 @@ from src.arq.exceptions import (
     UnknownTask,
 )
 from src.arq.schemas import JobResultResponse, JobStatus
-from src.arq.service import ArqService
+from src.arq.service import ArqService, open_arq_service
 from src.auth.schemas import Principal, Role
+from src.config import Settings
 
 ALICE = Principal(owner="alice", role=Role.USER)
 BOB = Principal(owner="bob", role=Role.USER)
@@ -112,3 +114,13 @@ def test_import_arq_is_the_library() -> None:
     assert "site-packages" in (arq.__file__ or "")
     job_module = importlib.import_module("src.arq")
     assert job_module.__file__ != arq.__file__
+
+
+async def test_open_arq_service_for_scripts(
+    settings: Settings, arq_settings: ArqSettings, worker: Worker
+) -> None:
+    async with open_arq_service(settings=settings, arq_settings=arq_settings) as arq_service:
+        job = await arq_service.enqueue_job("ping", message="from a script")
+        done = await wait_done(arq_service, job.job_id)
+    assert done.result is not None
+    assert done.result["message"] == "from a script"
