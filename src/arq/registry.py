@@ -165,3 +165,8 @@ class TaskRegistry:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+# The app's registry. Domain packages declare their tasks on it in their own `tasks.py`;
+# `src.arq.tasks` imports those modules and builds `ALL_TASKS`.
+registry = TaskRegistry()

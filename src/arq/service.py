@@ -179,15 +179,17 @@ class ArqService:
 
     async def enqueue(self, request: EnqueueRequest, *, principal: Principal) -> EnqueueResponse:
         """Validate and queue one job."""
-        prepared = self._prepare(request, principal=principal)
-        return (await self._enqueue_prepared([prepared], principal=principal))[0]
+        now_ms = int(time.time() * 1000)
+        prepared = self._prepare(request, principal=principal, now_ms=now_ms)
+        return (await self._enqueue_prepared([prepared], principal=principal, now_ms=now_ms))[0]
 
     async def enqueue_batch(
         self, requests: Sequence[EnqueueRequest], *, principal: Principal
     ) -> list[EnqueueResponse]:
         """Validate every job first; queue all of them or none."""
+        now_ms = int(time.time() * 1000)
         prepared = [
-            self._prepare(request, principal=principal, loc=("body", index))
+            self._prepare(request, principal=principal, now_ms=now_ms, loc=("body", index))
             for index, request in enumerate(requests)
         ]
         seen: set[str] = set()
@@ -197,16 +199,20 @@ class ArqService:
                     f"job_id {item.job_id!r} appears twice in the batch (item {index})"
                 )
             seen.add(item.job_id)
-        return await self._enqueue_prepared(prepared, principal=principal)
+        return await self._enqueue_prepared(prepared, principal=principal, now_ms=now_ms)
 
     def _prepare(
-        self, request: EnqueueRequest, *, principal: Principal, loc: tuple[Any, ...] = ("body",)
+        self,
+        request: EnqueueRequest,
+        *,
+        principal: Principal,
+        now_ms: int,
+        loc: tuple[Any, ...] = ("body",),
     ) -> _Prepared:
         spec = self.registry.get(request.function_name, loc=".".join(map(str, loc)))
         if spec.role is Role.ADMIN and not principal.is_admin:
             raise TaskForbidden(f"task {spec.name!r} needs the admin role")
         kwargs = spec.validate_args(request.args, request.kwargs, loc_prefix=loc)
-        now_ms = int(time.time() * 1000)
         if request.defer_until is not None:
             # A time in the past means "now": ARQ derives key expiry from the score.
             score = max(now_ms, datetime_to_ms(request.defer_until))
@@ -224,13 +230,13 @@ class ArqService:
         )
 
     async def _enqueue_prepared(
-        self, items: list[_Prepared], *, principal: Principal
+        self, items: list[_Prepared], *, principal: Principal, now_ms: int
     ) -> list[EnqueueResponse]:
         ids = [item.job_id for item in items]
         await self._refuse_taken(ids, principal=principal)
         await self._charge_rate_limit(principal.owner, len(items))
         # Millisecond precision, like ARQ's own enqueue and start times, so they compare sanely.
-        enqueued_at = ms_to_datetime(int(time.time() * 1000))
+        enqueued_at = ms_to_datetime(now_ms)
         records = [
             JobRecord(
                 job_id=item.job_id,

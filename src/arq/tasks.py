@@ -1,6 +1,6 @@
-"""The task registry of the app. Domain packages declare their tasks here or on `registry`.
+"""The app's tasks: the module's own, plus every domain's `tasks` module imported here.
 
-`ALL_TASKS` is what `WorkerSettings.functions` runs.
+`ALL_TASKS` is what `WorkerSettings.functions` runs; `registry` is what the API validates with.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from src.arq.context import JobContext
-from src.arq.registry import TaskRegistry
+from src.arq.registry import registry
 
-registry = TaskRegistry()
+__all__ = ["ALL_TASKS", "registry"]
 
 
 class PingArgs(BaseModel):
@@ -32,5 +32,8 @@ async def ping(ctx: JobContext, args: PingArgs) -> dict[str, Any]:
         "job_try": ctx["job_try"],
     }
 
+
+# Domain task modules are imported here, so that importing this module declares every task:
+# e.g. `import src.vk.tasks  # noqa: F401` once the VK package exists.
 
 ALL_TASKS = registry.functions()

@@ -36,6 +36,7 @@ async def test_enqueued_job_runs_and_its_result_is_served(
     assert done["tries"] == 1
     assert done["progress"] == 100
     assert done["started_at"] is not None and done["finished_at"] is not None
+    assert done["scheduled_for"] == done["enqueued_at"]
     assert done["enqueued_at"] <= done["started_at"] <= done["finished_at"]
 
     result = await client.get(body["result_url"], headers=headers("alice"))
