@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.arq.config import ArqSettings
 from src.arq.pool import create_redis
@@ -97,6 +99,15 @@ def _add_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             content=error_body(type(exc).__name__, exc.detail, **exc.extra),
             headers=exc.headers,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body(name, str(exc.detail)),
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(RequestValidationError)

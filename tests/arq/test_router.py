@@ -497,3 +497,12 @@ async def test_openapi_documents_every_task(client: httpx.AsyncClient) -> None:
     ]["examples"]
     assert {"add", "ping", "sleep", "fail", "admin_only"} <= set(examples)
     assert examples["ping"]["value"] == {"function_name": "ping", "kwargs": {"message": "pong"}}
+
+
+async def test_unknown_routes_and_methods_use_the_error_shape(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/api/v1/arq/nothing-here", headers=headers("alice"))
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "NotFound", "detail": "Not Found"}
+    wrong_method = await client.put(f"{API}/enqueue", headers=headers("alice"))
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == "MethodNotAllowed"
