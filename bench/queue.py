@@ -321,6 +321,10 @@ async def _delete_created_keys(client: Redis, created: Created) -> None:
             queue + health_check_key_suffix,
             keys.running_set(queue),
             keys.workers_set(queue),
+            keys.deferred_set(queue),
+            keys.priority_offsets(queue),
+            keys.reconcile_lock(queue),
+            keys.missing_since(queue),
         ]
     for chunk in _chunks(names):
         await client.delete(*chunk)

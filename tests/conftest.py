@@ -21,7 +21,6 @@ import redis as sync_redis
 from alembic import command
 from alembic.config import Config
 from arq.connections import ArqRedis
-from arq.worker import Worker
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,7 +28,7 @@ from src.arq.config import ArqSettings
 from src.arq.pool import create_redis
 from src.arq.registry import TaskRegistry
 from src.arq.service import ArqService
-from src.arq.worker import worker_options
+from src.arq.worker import JobWorker, worker_options
 from src.auth.config import AuthSettings
 from src.config import Environment, Settings
 from src.database import create_engine, create_sessionmaker
@@ -212,11 +211,11 @@ class WorkerHandle:
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
-        self.worker: Worker | None = None
+        self.worker: JobWorker | None = None
         self.task: asyncio.Task[None] | None = None
 
-    async def start(self) -> Worker:
-        self.worker = Worker(**self.options, handle_signals=False)
+    async def start(self) -> JobWorker:
+        self.worker = JobWorker(**self.options, handle_signals=False)
         self.task = asyncio.create_task(self.worker.async_run())
         return self.worker
 
@@ -242,5 +241,5 @@ async def worker_handle(
 
 
 @pytest.fixture
-async def worker(worker_handle: WorkerHandle) -> Worker:
+async def worker(worker_handle: WorkerHandle) -> JobWorker:
     return await worker_handle.start()

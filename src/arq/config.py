@@ -27,3 +27,15 @@ class ArqSettings(BaseSettings):
     )
     batch_limit: int = Field(1000, ge=1, le=10_000, description="jobs in one enqueue-batch call")
     abort_wait: float = Field(3.0, ge=0, le=30, description="seconds abort waits for a running job")
+    lease: float = Field(
+        15, ge=2, le=600, description="seconds a running job's lease lasts; renewed while it runs"
+    )
+    priority_aging: float = Field(
+        3600, gt=0, description="seconds of waiting that outweigh one priority level"
+    )
+    wake_on_enqueue: bool = Field(True, description="wake idle workers through Redis on enqueue")
+    reconcile_interval: float = Field(
+        30, ge=0.2, le=3600, description="seconds between history/Redis reconciliations"
+    )
+    retry_backoff: float = Field(1.0, gt=0, description="first retry delay in seconds (doubles)")
+    retry_backoff_max: float = Field(300, gt=0, description="longest retry delay in seconds")

@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.arq import history
 from src.arq.config import ArqSettings
+from src.arq.recording import announce
 
 logger = logging.getLogger(__name__)
 
 ProgressReporter = Callable[[float, str | None], Awaitable[None]]
+MessageReporter = Callable[[str], Awaitable[None]]
 
 
 class WorkerContext(TypedDict):
@@ -36,10 +38,12 @@ class JobContext(WorkerContext):
     enqueue_time: datetime
     score: int
     progress: ProgressReporter
+    report: MessageReporter
 
 
 def bind_progress(ctx: dict[str, Any]) -> JobContext:
-    """Add `progress(percent, message)` for this job to its context (ARQ makes one dict per job)."""
+    """Add `progress(percent, message)` and `report(message)` for this job to its context
+    (ARQ makes one context dict per job)."""
     job_id: str = ctx["job_id"]
     sessionmaker: async_sessionmaker[AsyncSession] = ctx["sessionmaker"]
 
@@ -51,6 +55,16 @@ def bind_progress(ctx: dict[str, Any]) -> JobContext:
         except (SQLAlchemyError, OSError):
             # Progress is informative; losing one update must not fail the job.
             logger.warning("could not record progress of job %s", job_id, exc_info=True)
+        await announce(ctx["redis"], job_id)
+
+    async def report(message: str) -> None:
+        try:
+            async with sessionmaker.begin() as session:
+                await history.set_message(session, job_id, message)
+        except (SQLAlchemyError, OSError):
+            logger.warning("could not record the message of job %s", job_id, exc_info=True)
+        await announce(ctx["redis"], job_id)
 
     ctx["progress"] = progress
+    ctx["report"] = report
     return cast(JobContext, ctx)

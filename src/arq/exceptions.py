@@ -56,3 +56,21 @@ class RateLimited(ArqError):
             f"enqueue rate limit reached; retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+class RetryLater(Exception):
+    """Raised by a task for a transient failure: the job runs again after a backoff.
+
+    `raise RetryLater("VK answered 'too many requests'")` waits `ARQ_RETRY_BACKOFF` seconds,
+    doubling each try up to `ARQ_RETRY_BACKOFF_MAX`, with jitter; `defer=` overrides the wait.
+    Past the job's tries it fails with `GaveUp` and the reason.
+    """
+
+    def __init__(self, reason: str, *, defer: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.defer = defer
+
+
+class GaveUp(Exception):
+    """A task kept asking to be retried until it ran out of tries."""

@@ -151,3 +151,45 @@ async def finished_since(session: AsyncSession, since: datetime) -> dict[JobStat
         .group_by(JobRecord.status)
     )
     return {JobStatus(status): int(count) for status, count in rows}
+
+
+async def active_page(
+    session: AsyncSession, *, after: str, limit: int, enqueued_before: datetime
+) -> list[JobRecord]:
+    """Not-finished jobs, by id, for walking the whole set in pages."""
+    rows = await session.scalars(
+        select(JobRecord)
+        .where(_NOT_FINISHED, JobRecord.enqueued_at < enqueued_before, JobRecord.job_id > after)
+        .order_by(JobRecord.job_id)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def requeue(
+    session: AsyncSession, job_id: str, *, at: datetime, attempt: dict[str, Any]
+) -> bool:
+    """Put a finished job back in line as a new round, keeping the last round in `attempts`."""
+    record = await session.get(JobRecord, job_id, with_for_update=True, populate_existing=True)
+    if record is None or record.status not in (JobStatus.FAILED.value, JobStatus.ABORTED.value):
+        return False
+    record.attempts = [*(record.attempts or []), attempt]
+    record.status = JobStatus.QUEUED.value
+    record.tries = 0
+    record.progress = 0
+    record.message = None
+    record.result = None
+    record.error = None
+    record.started_at = None
+    record.finished_at = None
+    record.abort_requested_by = None
+    record.abort_requested_at = None
+    record.scheduled_for = at
+    await session.flush()
+    return True
+
+
+async def set_message(session: AsyncSession, job_id: str, message: str) -> None:
+    await session.execute(
+        update(JobRecord).where(JobRecord.job_id == job_id, _NOT_FINISHED).values(message=message)
+    )

@@ -34,3 +34,33 @@ def workers_set(queue_name: str) -> str:
 def rate_limit(owner: str, window: int) -> str:
     """Counter of jobs `owner` enqueued in the minute `window`."""
     return f"{MODULE_PREFIX}:rate:{owner}:{window}"
+
+
+def wake_channel(queue_name: str) -> str:
+    """Pub/sub channel that wakes idle workers when jobs are queued."""
+    return f"{MODULE_PREFIX}:wake:{queue_name}"
+
+
+def deferred_set(queue_name: str) -> str:
+    """ZSET of deferred jobs to promote to their priority when due (score: run time in ms)."""
+    return f"{MODULE_PREFIX}:deferred:{queue_name}"
+
+
+def priority_offsets(queue_name: str) -> str:
+    """HASH job id -> score offset of its priority, for deferred jobs awaiting promotion."""
+    return f"{MODULE_PREFIX}:offsets:{queue_name}"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel announcing a change of one job (status, progress)."""
+    return f"{MODULE_PREFIX}:events:{job_id}"
+
+
+def reconcile_lock(queue_name: str) -> str:
+    """Held by the one worker reconciling the history with Redis."""
+    return f"{MODULE_PREFIX}:reconcile-lock:{queue_name}"
+
+
+def missing_since(queue_name: str) -> str:
+    """ZSET of running jobs whose lease was found missing (score: first seen missing, ms)."""
+    return f"{MODULE_PREFIX}:missing:{queue_name}"

@@ -32,6 +32,8 @@ class JobRecord(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     abort_requested_by: Mapped[str | None] = mapped_column(String(100))
     abort_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Earlier rounds of a job re-queued from the dead-letter list: [{tries, status, error, ...}].
+    attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         Index("ix_arq_jobs_owner_enqueued", "owner", "enqueued_at"),

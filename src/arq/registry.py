@@ -6,16 +6,17 @@ job's arguments are validated when it is enqueued, not discovered broken in the 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from arq.worker import Function
+from arq.worker import Function, Retry
 from arq.worker import func as arq_func
 from pydantic import BaseModel, ValidationError
 
 from src.arq.context import JobContext, bind_progress
-from src.arq.exceptions import InvalidJobArguments, UnknownTask
+from src.arq.exceptions import GaveUp, InvalidJobArguments, RetryLater, UnknownTask
 from src.arq.serialization import to_jsonable
 from src.auth.schemas import Role
 
@@ -84,6 +85,22 @@ class TaskSpec:
         )
         raise InvalidJobArguments(f"invalid arguments for task {self.name!r}: {reasons}", errors)
 
+    async def _retry(self, ctx: JobContext, exc: RetryLater) -> Exception:
+        """The exception that makes ARQ run the job again after a backoff, or fail it."""
+        settings = ctx["arq_settings"]
+        max_tries = self.max_tries or settings.max_tries
+        job_try = ctx["job_try"]
+        if job_try >= max_tries:
+            return GaveUp(f"gave up after {job_try} tries: {exc.reason}")
+        delay = exc.defer
+        if delay is None:
+            ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2 ** (job_try - 1))
+            delay = random.uniform(ceiling / 2, ceiling)  # jitter spreads retries apart
+        await ctx["report"](
+            f"try {job_try} of {max_tries} failed, retrying in {delay:.1f} s: {exc.reason}"
+        )
+        return Retry(defer=delay)
+
     def arq_function(self) -> Function:
         """This task as an ARQ function: re-validates, binds progress, returns JSON data."""
 
@@ -91,7 +108,10 @@ class TaskSpec:
             # Jobs can be queued by other producers than this API: validate again here.
             model = self.args_model.model_validate(kwargs)
             job_ctx = bind_progress(ctx)
-            return to_jsonable(await self.handler(job_ctx, model))
+            try:
+                return to_jsonable(await self.handler(job_ctx, model))
+            except RetryLater as exc:
+                raise await self._retry(job_ctx, exc) from exc
 
         run.__qualname__ = run.__name__ = self.name
         return arq_func(run, name=self.name, timeout=self.timeout, max_tries=self.max_tries)

@@ -1,10 +1,12 @@
 """REST API of the job module: `/api/v1/arq/*`."""
 
+import hashlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi import APIRouter, Body, Header, Path, Query, Response, status
 from fastapi.openapi.models import Example
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from src.arq.dependencies import ArqServiceDep
 from src.arq.exceptions import InvalidJobArguments
@@ -135,6 +137,34 @@ def build_router(registry: TaskRegistry) -> APIRouter:
         """Abort a job: a waiting one never runs; a running one is cancelled within 2 s."""
         return await service.abort_job(job_id, principal=principal)
 
+    @router.get(
+        "/status/{job_id}/stream",
+        response_class=StreamingResponse,
+        responses={
+            **ERROR_RESPONSES,
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "Server-Sent Events: one `status` event per change, ending when "
+                "the job finishes",
+            },
+        },
+    )
+    async def job_status_stream(
+        service: ArqServiceDep,
+        principal: PrincipalDep,
+        job_id: JobIdPath,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> StreamingResponse:
+        """Live status: an SSE `status` event now and after each change (progress included),
+        until the job finishes. On reconnect, send `Last-Event-ID` to skip a state you have."""
+        updates = service.watch_job(job_id, principal=principal)
+        first = await anext(updates)  # a 404 is raised here, before the stream starts
+        return StreamingResponse(
+            _sse(first, updates, last_event_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
     @router.get("/jobs", response_model=JobPage, responses=ERROR_RESPONSES)
     async def list_jobs(
         service: ArqServiceDep,
@@ -156,6 +186,31 @@ def build_router(registry: TaskRegistry) -> APIRouter:
             limit=limit,
             offset=offset,
         )
+
+    @router.get("/failed", response_model=JobPage, responses=ERROR_RESPONSES)
+    async def failed_jobs(
+        service: ArqServiceDep,
+        principal: PrincipalDep,
+        function: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> JobPage:
+        """Dead letters: failed jobs with their error and tries (an admin sees everyone's)."""
+        return await service.list_failed(
+            principal=principal, function=function, limit=limit, offset=offset
+        )
+
+    @router.post(
+        "/retry/{job_id}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=JobStatusResponse,
+        responses={**ERROR_RESPONSES, 409: {"description": "The job is not failed or aborted"}},
+    )
+    async def retry(
+        service: ArqServiceDep, principal: PrincipalDep, job_id: JobIdPath
+    ) -> JobStatusResponse:
+        """Queue a failed or aborted job again under its id; earlier rounds stay in `attempts`."""
+        return await service.retry_job(job_id, principal=principal)
 
     @router.get("/queue/info", response_model=QueueInfo, responses=ERROR_RESPONSES)
     async def queue_info(service: ArqServiceDep, principal: PrincipalDep) -> QueueInfo:
@@ -180,3 +235,45 @@ def build_router(registry: TaskRegistry) -> APIRouter:
         return report
 
     return router
+
+
+KEEP_ALIVE_SECONDS = 15.0
+
+
+def _event(update: JobStatusResponse) -> str:
+    data = update.model_dump_json()
+    return f"id: {_event_id(update)}\nevent: status\ndata: {data}\n\n"
+
+
+def _event_id(update: JobStatusResponse) -> str:
+    # The state itself names the event, so a reconnecting client that has it is not sent it again.
+    key = (
+        f"{update.status}|{update.progress}|{update.message}|{update.tries}|"
+        f"{update.scheduled_for.isoformat()}"
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+async def _sse(
+    first: JobStatusResponse | None,
+    updates: AsyncIterator[JobStatusResponse | None],
+    last_event_id: str | None,
+) -> AsyncIterator[str]:
+    try:
+        yield "retry: 2000\n\n"
+        if first is not None and _event_id(first) != last_event_id:
+            yield _event(first)
+        if first is not None and first.status.finished:
+            return
+        quiet = 0.0
+        async for update in updates:
+            if update is None:
+                quiet += 1.0
+                if quiet >= KEEP_ALIVE_SECONDS:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
+                continue
+            quiet = 0.0
+            yield _event(update)
+    finally:
+        await updates.aclose()  # type: ignore[attr-defined]

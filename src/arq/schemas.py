@@ -66,6 +66,9 @@ class EnqueueRequest(BaseModel):
         None, ge=0, le=30 * 86400, description="seconds to wait before running"
     )
     defer_until: datetime | None = Field(None, description="ISO time to run at (with a timezone)")
+    priority: Priority = Field(
+        Priority.NORMAL, description="ready jobs run highest priority first, FIFO within one"
+    )
 
     @model_validator(mode="after")
     def _one_defer(self) -> Self:
@@ -100,6 +103,11 @@ class JobStatusResponse(BaseModel):
     finished_at: datetime | None = None
     result: Any | None = None
     error: JobError | None = None
+    aborted_by: str | None = None
+    abort_requested_at: datetime | None = None
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list, description="earlier rounds of a job re-queued after failing"
+    )
 
 
 class JobResultResponse(BaseModel):
@@ -119,9 +127,11 @@ class JobSummary(BaseModel):
     status: JobStatus
     priority: Priority = Priority.NORMAL
     progress: int
+    message: str | None = None
     tries: int
     enqueued_at: datetime
     finished_at: datetime | None = None
+    error: JobError | None = None
 
 
 class JobPage(BaseModel):

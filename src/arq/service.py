@@ -7,16 +7,18 @@ read from the table and, while a job is not finished there, refined from ARQ's k
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.jobs import serialize_job
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -26,7 +28,16 @@ from src.arq import history, keys
 from src.arq.config import ArqSettings
 from src.arq.exceptions import JobConflict, JobNotFound, RateLimited, TaskForbidden
 from src.arq.models import JobRecord
+from src.arq.outcome import (
+    datetime_to_ms,
+    ms_to_datetime,
+    now_ms,
+    now_utc,
+    outcome_from_result,
+)
 from src.arq.pool import create_redis
+from src.arq.queue import JobQueue, QueuedJob
+from src.arq.recording import announce
 from src.arq.registry import TaskRegistry, TaskSpec
 from src.arq.schemas import (
     EnqueueRequest,
@@ -40,87 +51,24 @@ from src.arq.schemas import (
     JobStatus,
     JobStatusResponse,
     JobSummary,
+    Priority,
     QueueInfo,
     TaskInfo,
 )
-from src.arq.serialization import as_error, deserialize, serialize
+from src.arq.serialization import deserialize
 from src.arq.tasks import registry as default_registry
 from src.auth.schemas import Principal, Role
 from src.config import Settings, get_settings, load
 from src.database import create_engine, create_sessionmaker
 from src.exceptions import ServiceUnavailable
 
+logger = logging.getLogger(__name__)
+
 SYSTEM = Principal(owner="system", role=Role.ADMIN)
 WORKER_HEARTBEAT_SECONDS = 5.0
 WORKER_LIVE_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
-# How long an aborted queued job keeps ARQ's in-progress lock, so that a worker which read its id
-# just before the abort cannot start it.
-ABORT_LOCK_MS = 60_000
-# ARQ keeps a job key one day past its run time.
-EXPIRES_EXTRA_MS = 86_400_000
-
-# Enqueue one job atomically, refusing an id whose job or result ARQ still holds.
-ENQUEUE_SCRIPT = """
-if redis.call('exists', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('psetex', KEYS[1], ARGV[2], ARGV[1])
-redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
-return 1
-"""
-
-# Take a job that has not started out of the queue. 1: removed; 0: running; -1: not queued.
-ABORT_QUEUED_SCRIPT = """
-if redis.call('exists', KEYS[1]) == 1 then return 0 end
-if redis.call('zrem', KEYS[2], ARGV[1]) == 0 then return -1 end
-redis.call('del', KEYS[3], KEYS[4])
-redis.call('psetex', KEYS[1], ARGV[2], 'aborted')
-return 1
-"""
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def ms_to_datetime(ms: float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def datetime_to_ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A finished job as ARQ recorded it in `arq:result:<id>`."""
-
-    status: JobStatus
-    result: Any
-    error: dict[str, str] | None
-    tries: int | None
-    started_at: datetime | None
-    finished_at: datetime
-
-
-def outcome_from_result(data: dict[str, Any], record: JobRecord | None = None) -> Outcome:
-    """Read ARQ's result record; a cancelled job is an aborted one."""
-    started = ms_to_datetime(data["st"]) if data.get("st") else None
-    finished = ms_to_datetime(data["ft"]) if data.get("ft") else now_utc()
-    tries = int(data["t"]) if data.get("t") else None
-    if data.get("s"):
-        return Outcome(JobStatus.COMPLETE, data.get("r"), None, tries, started, finished)
-    error = as_error(data.get("r")) or {"type": "Error", "message": str(data.get("r"))}
-    if error["type"] == "CancelledError":
-        by = record.abort_requested_by if record is not None else None
-        message = f"aborted by {by}" if by else "aborted"
-        return Outcome(
-            JobStatus.ABORTED,
-            None,
-            {"type": "JobAborted", "message": message},
-            tries,
-            started,
-            finished,
-        )
-    return Outcome(JobStatus.FAILED, None, error, tries, started, finished)
+# A status stream re-reads the job at least this often, even without a change announced.
+STREAM_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +76,8 @@ class _Prepared:
     spec: TaskSpec
     job_id: str
     kwargs: dict[str, Any]
-    score_ms: int
-    scheduled_for: datetime
+    priority: Priority
+    run_at_ms: int
     status: JobStatus
 
 
@@ -150,8 +98,9 @@ class ArqService:
         self.registry = registry
         self.settings = settings
         self.api_prefix = api_prefix
-        self._enqueue_script = redis.register_script(ENQUEUE_SCRIPT)
-        self._abort_script = redis.register_script(ABORT_QUEUED_SCRIPT)
+        self.queue = JobQueue(
+            redis, queue_name=settings.queue_name, aging_seconds=settings.priority_aging
+        )
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -162,6 +111,7 @@ class ArqService:
         _job_id: str | None = None,
         _defer_by: float | timedelta | None = None,
         _defer_until: datetime | None = None,
+        _priority: Priority | str = Priority.NORMAL,
         _principal: Principal = SYSTEM,
         **kwargs: Any,
     ) -> EnqueueResponse:
@@ -174,6 +124,7 @@ class ArqService:
             job_id=_job_id,
             defer_by=defer_by,
             defer_until=_defer_until,
+            priority=Priority(_priority),
         )
         return await self.enqueue(request, principal=_principal)
 
@@ -224,8 +175,8 @@ class ArqService:
             spec=spec,
             job_id=request.job_id or uuid.uuid4().hex,
             kwargs=kwargs,
-            score_ms=score,
-            scheduled_for=ms_to_datetime(score),
+            priority=request.priority,
+            run_at_ms=score,
             status=JobStatus.DEFERRED if score > now_ms else JobStatus.QUEUED,
         )
 
@@ -244,11 +195,12 @@ class ArqService:
                 queue_name=self.settings.queue_name,
                 args=item.kwargs,
                 owner=principal.owner,
+                priority=item.priority.value,
                 status=item.status.value,
                 progress=0,
                 tries=0,
                 enqueued_at=enqueued_at,
-                scheduled_for=item.scheduled_for,
+                scheduled_for=ms_to_datetime(item.run_at_ms),
             )
             for item in items
         ]
@@ -258,12 +210,19 @@ class ArqService:
         except IntegrityError:
             raise JobConflict("a job_id in the request is already in use") from None
         try:
-            await self._push(items, enqueued_ms=datetime_to_ms(enqueued_at))
-        except BaseException:
-            # Redis refused or is down: the jobs were not queued, so they must not be on record.
+            await self._push(items, now_ms=now_ms)
+        except JobConflict:
             async with self.sessionmaker.begin() as session:
                 await history.remove(session, ids)
             raise
+        except (RedisError, OSError) as exc:
+            # Accepted all the same: the jobs wait in the history and a worker's reconciliation
+            # queues them once Redis answers again.
+            logger.warning(
+                "Redis is unreachable (%s): %d job(s) wait in the database until it returns",
+                type(exc).__name__,
+                len(items),
+            )
         return [
             EnqueueResponse(
                 job_id=item.job_id,
@@ -302,42 +261,30 @@ class ArqService:
                 used, _ = await pipe.execute()
             if used > limit:
                 await self.redis.decrby(key, count)
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
+        except (RedisError, OSError):
+            return  # no Redis, no counter: let the job through rather than refuse it
         if used > limit:
             raise RateLimited(retry_after=max(1, 60 - int(now % 60)))
 
-    async def _push(self, items: list[_Prepared], *, enqueued_ms: int) -> None:
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for item in items:
-                    payload = serialize_job(
-                        item.spec.name, (), item.kwargs, None, enqueued_ms, serializer=serialize
-                    )
-                    await self._enqueue_script(
-                        keys=[
-                            keys.job_key_prefix + item.job_id,
-                            keys.result_key_prefix + item.job_id,
-                            self.settings.queue_name,
-                        ],
-                        args=[
-                            payload,
-                            item.score_ms - enqueued_ms + EXPIRES_EXTRA_MS,
-                            item.score_ms,
-                            item.job_id,
-                        ],
-                        client=pipe,
-                    )
-                outcomes = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable(
-                f"Redis is unreachable, the job was not queued: {type(exc).__name__}"
-            ) from None
-        refused = [item.job_id for item, ok in zip(items, outcomes, strict=True) if not ok]
+    async def _push(self, items: list[_Prepared], *, now_ms: int) -> None:
+        jobs = [
+            QueuedJob(
+                job_id=item.job_id,
+                function=item.spec.name,
+                kwargs=item.kwargs,
+                priority=item.priority,
+                run_at_ms=item.run_at_ms,
+                enqueued_ms=now_ms,
+            )
+            for item in items
+        ]
+        outcomes = await self.queue.push(jobs, now_ms=now_ms, wake=self.settings.wake_on_enqueue)
+        refused = [job.job_id for job, ok in zip(jobs, outcomes, strict=True) if not ok]
         if refused:
             # ARQ still holds a job or result under this id (history cleaned before Redis expired).
-            queued = [item for item, ok in zip(items, outcomes, strict=True) if ok]
-            await self._drop_from_redis([item.job_id for item in queued])
+            await self._drop_from_redis(
+                [job.job_id for job, ok in zip(jobs, outcomes, strict=True) if ok]
+            )
             raise JobConflict(
                 f"job_id {refused[0]!r} is still held by the queue", job_id=refused[0]
             )
@@ -390,13 +337,10 @@ class ArqService:
             return record
         job_id = record.job_id
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.get(keys.result_key_prefix + job_id)
-                pipe.exists(keys.in_progress_key_prefix + job_id)
-                pipe.zscore(record.queue_name, job_id)
-                raw_result, running, score = await pipe.execute()
+            (state,) = await self.queue.state([job_id])
         except (RedisError, OSError):
             return record  # Redis is down: the history is the best there is.
+        raw_result, running, score = state.raw_result, state.running, state.score
         if raw_result:
             outcome = outcome_from_result(deserialize(raw_result), record)
             async with self.sessionmaker.begin() as session:
@@ -414,14 +358,15 @@ class ArqService:
             return fresh or record
         if running:
             record.status = JobStatus.IN_PROGRESS.value
+            record.tries = max(record.tries, state.tries)  # ARQ counts the try before we record it
         elif score is not None:
-            record.scheduled_for = ms_to_datetime(score)
+            waiting = score > time.time() * 1000
+            if waiting:
+                record.scheduled_for = ms_to_datetime(score)  # a ready job's score has an offset
             if record.tries > 0:
                 record.status = JobStatus.RETRYING.value
-            elif score > time.time() * 1000:
-                record.status = JobStatus.DEFERRED.value
             else:
-                record.status = JobStatus.QUEUED.value
+                record.status = (JobStatus.DEFERRED if waiting else JobStatus.QUEUED).value
         return record
 
     async def list_jobs(
@@ -452,10 +397,13 @@ class ArqService:
                     function=row.function,
                     owner=row.owner,
                     status=JobStatus(row.status),
+                    priority=Priority(row.priority),
                     progress=row.progress,
+                    message=row.message,
                     tries=row.tries,
                     enqueued_at=row.enqueued_at,
                     finished_at=row.finished_at,
+                    error=JobError(**row.error) if row.error else None,
                 )
                 for row in rows
             ],
@@ -471,57 +419,124 @@ class ArqService:
         record = await self._refresh(await self._visible_record(job_id, principal))
         if JobStatus(record.status).finished:
             raise JobConflict(f"job {job_id!r} is already {record.status}", job_id=job_id)
-        try:
-            removed = await self._abort_script(
-                keys=[
-                    keys.in_progress_key_prefix + job_id,
-                    record.queue_name,
-                    keys.job_key_prefix + job_id,
-                    keys.retry_key_prefix + job_id,
-                ],
-                args=[job_id, ABORT_LOCK_MS],
-            )
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
         now = now_utc()
-        if removed == 1:
-            async with self.sessionmaker.begin() as session:
-                await history.request_abort(session, job_id, by=principal.owner, at=now)
-                await history.mark_finished(
-                    session,
-                    job_id,
-                    status=JobStatus.ABORTED,
-                    at=now,
-                    error={
-                        "type": "JobAborted",
-                        "message": f"aborted by {principal.owner} before it started",
-                    },
-                )
-            return await self.get_job_status(job_id, principal=principal)
         async with self.sessionmaker.begin() as session:
             await history.request_abort(session, job_id, by=principal.owner, at=now)
-        if removed == 0:
-            # Running: ARQ's workers cancel tasks listed in `arq:abort` on their next poll.
-            await self.redis.zadd(keys.abort_jobs_ss, {job_id: datetime_to_ms(now)})
-        else:
+        try:
+            removed = await self.queue.abort(job_id, now_ms=datetime_to_ms(now))
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
+        if removed == 1:
+            await self._record_abort(job_id, principal, at=now, before_start=True)
+            return await self.get_job_status(job_id, principal=principal)
+        if removed == -1:
             # Neither queued nor running. If ARQ wrote an ending meanwhile, `_refresh` finds it;
             # otherwise the job is gone from Redis and is recorded as aborted now.
             record = await self._refresh(record)
             if not JobStatus(record.status).finished:
-                async with self.sessionmaker.begin() as session:
-                    await history.mark_finished(
-                        session,
-                        job_id,
-                        status=JobStatus.ABORTED,
-                        at=now,
-                        error={"type": "JobAborted", "message": f"aborted by {principal.owner}"},
-                    )
+                await self._record_abort(job_id, principal, at=now, before_start=False)
+        # Running (removed == 0): ARQ's worker cancels it on its next loop, within a poll delay.
         deadline = time.monotonic() + self.settings.abort_wait
         while True:
             status = await self.get_job_status(job_id, principal=principal)
             if status.status.finished or time.monotonic() >= deadline:
                 return status
             await asyncio.sleep(0.05)
+
+    async def _record_abort(
+        self, job_id: str, principal: Principal, *, at: datetime, before_start: bool
+    ) -> None:
+        when = " before it started" if before_start else ""
+        async with self.sessionmaker.begin() as session:
+            await history.mark_finished(
+                session,
+                job_id,
+                status=JobStatus.ABORTED,
+                at=at,
+                error={"type": "JobAborted", "message": f"aborted by {principal.owner}{when}"},
+            )
+        await announce(self.redis, job_id)
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    async def list_failed(
+        self, *, principal: Principal, function: str | None = None, limit: int = 50, offset: int = 0
+    ) -> JobPage:
+        """Failed jobs with their errors and tries (an admin's: everyone's)."""
+        return await self.list_jobs(
+            principal=principal,
+            status=JobStatus.FAILED,
+            function=function,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def retry_job(self, job_id: str, *, principal: Principal = SYSTEM) -> JobStatusResponse:
+        """Queue a failed or aborted job again under its id, as a new round with fresh tries."""
+        record = await self._refresh(await self._visible_record(job_id, principal))
+        status = JobStatus(record.status)
+        if status not in (JobStatus.FAILED, JobStatus.ABORTED):
+            raise JobConflict(
+                f"only failed or aborted jobs can be retried; job {job_id!r} is {status.value}",
+                job_id=job_id,
+            )
+        now = now_ms()
+        attempt = {
+            "status": record.status,
+            "tries": record.tries,
+            "error": record.error,
+            "started_at": record.started_at.isoformat() if record.started_at else None,
+            "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+            "retried_by": principal.owner,
+        }
+        async with self.sessionmaker.begin() as session:
+            if not await history.requeue(session, job_id, at=ms_to_datetime(now), attempt=attempt):
+                raise JobConflict(f"job {job_id!r} changed meanwhile; try again", job_id=job_id)
+        job = QueuedJob(
+            job_id=job_id,
+            function=record.function,
+            kwargs=record.args,
+            priority=Priority(record.priority),
+            run_at_ms=now,
+            enqueued_ms=now,
+        )
+        try:
+            await self.queue.forget_result(job_id)
+            await self.queue.push([job], now_ms=now, wake=self.settings.wake_on_enqueue)
+        except (RedisError, OSError):
+            logger.warning("Redis is unreachable: retried job %s waits in the database", job_id)
+        await announce(self.redis, job_id)
+        return await self.get_job_status(job_id, principal=principal)
+
+    # -- live status -----------------------------------------------------------------------
+
+    async def watch_job(
+        self, job_id: str, *, principal: Principal = SYSTEM, poll: float = STREAM_POLL_SECONDS
+    ) -> AsyncIterator[JobStatusResponse | None]:
+        """Yield the job's status at once and after every change; `None` when nothing changed
+        for `poll` seconds (a chance to send a keep-alive). Ends once the job has finished."""
+        await self._visible_record(job_id, principal)  # 404 before anything streams
+        pubsub: PubSub | None = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            try:
+                await pubsub.subscribe(keys.job_events(job_id))  # type: ignore[union-attr]
+            except (RedisError, OSError):
+                pubsub = None  # no announcements: re-read on the poll interval alone
+            last: JobStatusResponse | None = None
+            while True:
+                current = await self.get_job_status(job_id, principal=principal)
+                if last is None or _changed(last, current):
+                    last = current
+                    yield current
+                    if current.status.finished:
+                        return
+                else:
+                    yield None
+                await _wait_for_event(pubsub, poll)
+        finally:
+            if pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- queue and health ------------------------------------------------------------------
 
@@ -641,6 +656,23 @@ async def open_arq_service(
         await engine.dispose()
 
 
+def _changed(before: JobStatusResponse, after: JobStatusResponse) -> bool:
+    fields = ("status", "progress", "message", "tries", "scheduled_for", "finished_at")
+    return any(getattr(before, name) != getattr(after, name) for name in fields)
+
+
+async def _wait_for_event(pubsub: Any, seconds: float) -> None:
+    if pubsub is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        message = await pubsub.get_message(timeout=seconds)
+        while message is not None:  # several changes at once: one re-read covers them
+            message = await pubsub.get_message(timeout=0)
+    except (RedisError, OSError):
+        await asyncio.sleep(seconds)
+
+
 def _status_response(record: JobRecord) -> JobStatusResponse:
     return JobStatusResponse(
         job_id=record.job_id,
@@ -656,4 +688,7 @@ def _status_response(record: JobRecord) -> JobStatusResponse:
         finished_at=record.finished_at,
         result=record.result,
         error=JobError(**record.error) if record.error else None,
+        aborted_by=record.abort_requested_by,
+        abort_requested_at=record.abort_requested_at,
+        attempts=record.attempts or [],
     )

@@ -1,39 +1,221 @@
-"""The ARQ worker: `arq src.arq.worker.WorkerSettings` (add `--watch src` to reload on change).
+"""The worker: `arq src.arq.worker.WorkerSettings` (add `--watch src` to reload on change).
 
-The hooks keep the job history current: a job's start, its ending (read from the result ARQ has
-just written) and the re-queue of a job that will run again.
+`JobWorker` is ARQ's `Worker` with what ARQ lacks, without forking it:
+- it claims only as many jobs as it has free slots, atomically and in score order, so priorities
+  are strict and a job read from the queue never waits behind a busy slot;
+- it sleeps until a job is queued (a Redis pub/sub wake-up), a slot frees, a deferred job falls
+  due or `ARQ_POLL_DELAY` passes, whichever comes first;
+- running jobs hold a short lease (`ARQ_LEASE`) that the worker renews, so a killed worker's
+  jobs run again within one lease instead of after the longest timeout + 10 s;
+- a Redis outage does not kill it: it waits and carries on;
+- it reconciles the job history with Redis (see `src.arq.reconcile`) at start and every
+  `ARQ_RECONCILE_INTERVAL`, one worker at a time.
+
+Importing this module makes `arq.worker.Worker` name `JobWorker`, so the stock `arq` CLI (plain
+and `--watch`) builds it from `WorkerSettings`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Coroutine
-from datetime import datetime
 from typing import Any
 
+import arq.worker as arq_worker
 from arq.connections import RedisSettings
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
-from src.arq import history, keys
+from src.arq import keys
 from src.arq.config import ArqSettings
+from src.arq.outcome import ms_to_datetime, now_ms
+from src.arq.queue import JobQueue
+from src.arq.reconcile import reconcile
+from src.arq.recording import HISTORY_ERRORS, record_end, record_start
 from src.arq.registry import TaskRegistry
-from src.arq.schemas import JobStatus
 from src.arq.serialization import deserialize, serialize
-from src.arq.service import WORKER_HEARTBEAT_SECONDS, ms_to_datetime, outcome_from_result
+from src.arq.service import WORKER_HEARTBEAT_SECONDS
 from src.arq.tasks import registry as default_registry
 from src.config import Settings, get_settings, load
 from src.database import create_engine, create_sessionmaker
 
 logger = logging.getLogger("src.arq.worker")
 
-_HISTORY_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+_ArqWorker = arq_worker.Worker
+
+
+class _NoPriorityDelayLog(logging.Filter):
+    """ARQ logs `delayed=` from the score, which for priority jobs includes their offset."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 4 and "delayed=" in str(args[3]):
+            record.args = (*args[:3], str(args[3]).split(" delayed=")[0])
+        return True
+
+
+class JobWorker(_ArqWorker):
+    """ARQ's worker with strict priorities, wake-ups, leases, outage tolerance, reconciliation."""
+
+    __signature__ = inspect.signature(_ArqWorker)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ctx = dict(self.ctx)  # a WorkerSettings dict must not be shared between workers
+        settings: ArqSettings = self.ctx.get("arq_settings") or ArqSettings()
+        self.settings = settings
+        # ARQ's loop no longer sleeps; each iteration waits for a wake-up or the poll delay.
+        self.poll_interval = self.poll_delay_s
+        self.poll_delay_s = 0
+        self.in_progress_timeout_s = settings.lease
+        self._wake = asyncio.Event()
+        self._queue: JobQueue | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+        self._next_renewal = 0.0
+        self._next_reconcile = 0.0
+        self._redis_down_since: float | None = None
+        logging.getLogger("arq.worker").addFilter(_NoPriorityDelayLog())
+
+    @property
+    def queue(self) -> JobQueue:
+        if self._queue is None:
+            self._queue = JobQueue(
+                self.pool, queue_name=self.queue_name, aging_seconds=self.settings.priority_aging
+            )
+        return self._queue
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _poll_iteration(self) -> None:
+        self._wake.clear()
+        next_due: int | None = None
+        try:
+            if self.settings.wake_on_enqueue and self._listener is None:
+                self._listener = asyncio.create_task(self._listen())
+            now = now_ms()
+            next_due = await self.queue.promote(now)
+            await self._claim_and_start(now)
+            if self.allow_abort_jobs:
+                await self._cancel_aborted_jobs()
+            for job_id, task in list(self.tasks.items()):
+                if task.done():
+                    del self.tasks[job_id]
+                    task.result()  # surfaces errors of run_job, as ARQ does
+            await self._renew_leases()
+            self._maybe_reconcile()
+            await self.heart_beat()
+            if self._redis_down_since is not None:
+                logger.warning(
+                    "Redis is back after %.1f s", time.monotonic() - self._redis_down_since
+                )
+                self._redis_down_since = None
+        except (RedisError, OSError) as exc:
+            if self._redis_down_since is None:
+                self._redis_down_since = time.monotonic()
+                logger.warning("Redis is unreachable (%s); retrying", type(exc).__name__)
+        await self._sleep(next_due)
+
+    async def _claim_and_start(self, now: int) -> None:
+        if not self.allow_pick_jobs:
+            return
+        free = self.max_jobs - self.job_counter
+        if self.burst and self.max_burst_jobs >= 0:
+            free = min(free, self.max_burst_jobs - self._jobs_started())
+        if free <= 0:
+            return
+        claimed = await self.queue.claim(free, lease_ms=int(self.settings.lease * 1000), now_ms=now)
+        for job_id, score in claimed:
+            await self.sem.acquire()  # free slots were counted: this does not wait
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    async def _sleep(self, next_due: int | None) -> None:
+        timeout = self.poll_interval
+        if self._redis_down_since is not None:
+            timeout = max(timeout, 1.0)
+        elif next_due is not None:
+            timeout = min(timeout, max(0.0, (next_due - now_ms()) / 1000))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._wake.set()  # a slot is free: look for work now
+
+    async def _listen(self) -> None:
+        """Wake the loop whenever the API announces new jobs; reconnect after outages."""
+        while True:
+            pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.queue.wake_channel)
+                async for _ in pubsub.listen():
+                    self._wake.set()
+            except (RedisError, OSError):
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _renew_leases(self) -> None:
+        now = time.monotonic()
+        if now < self._next_renewal:
+            return
+        self._next_renewal = now + self.settings.lease / 3
+        await self.queue.renew(list(self.tasks), lease_ms=int(self.settings.lease * 1000))
+
+    def _maybe_reconcile(self) -> None:
+        now = time.monotonic()
+        if now < self._next_reconcile or "sessionmaker" not in self.ctx:
+            return
+        self._next_reconcile = now + self.settings.reconcile_interval
+        if self._reconciler is None or self._reconciler.done():
+            self._reconciler = asyncio.create_task(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        interval_ms = int(self.settings.reconcile_interval * 1000)
+        try:
+            # One worker at a time; the lock lapses by the next round.
+            lock = keys.reconcile_lock(self.queue_name)
+            if not await self.pool.set(lock, self.ctx["worker_id"], nx=True, px=interval_ms):
+                return
+            await reconcile(
+                queue=self.queue,
+                sessionmaker=self.ctx["sessionmaker"],
+                lease_seconds=self.settings.lease,
+            )
+        except (RedisError, OSError, *HISTORY_ERRORS):
+            logger.warning("reconciliation failed; it runs again later", exc_info=True)
+
+    # -- endings ARQ writes without calling the job hooks ----------------------------------
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """Aborted before start, out of tries, expired: record these endings too."""
+        await super().finish_failed_job(job_id, result_data)
+        if "sessionmaker" in self.ctx:
+            await record_end(
+                queue=self.queue, sessionmaker=self.ctx["sessionmaker"], job_id=job_id, job_try=None
+            )
+
+    async def close(self) -> None:
+        for task in (self._listener, self._reconciler):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await super().close()
+
+
+# The stock `arq` CLI builds `arq.worker.Worker`; make that ours.
+arq_worker.Worker = JobWorker  # type: ignore[misc]
 
 
 def redis_settings(url: str, *, timeout: float) -> RedisSettings:
@@ -51,16 +233,20 @@ def worker_options(
     settings: Settings,
     arq_settings: ArqSettings,
 ) -> dict[str, Any]:
-    """Everything `arq.Worker` takes, for `WorkerSettings` and for tests' in-process workers."""
+    """Everything the worker takes, for `WorkerSettings` and for tests' in-process workers."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         engine = create_engine(settings.database_url, timeout=settings.database_timeout)
         ctx["engine"] = engine
         ctx["sessionmaker"] = create_sessionmaker(engine)
-        ctx["arq_settings"] = arq_settings
+        ctx["job_queue"] = JobQueue(
+            ctx["redis"],
+            queue_name=arq_settings.queue_name,
+            aging_seconds=arq_settings.priority_aging,
+        )
         ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
         ctx["pending_records"] = set()
+        ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
         logger.info("worker %s up, tasks: %s", ctx["worker_id"], ", ".join(registry.names()))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -84,7 +270,7 @@ def worker_options(
             try:
                 await ctx["redis"].zadd(key, {ctx["worker_id"]: int(time.time() * 1000)})
             except (RedisError, OSError):
-                logger.warning("worker heartbeat failed", exc_info=True)
+                logger.debug("worker heartbeat failed", exc_info=True)
             await asyncio.sleep(WORKER_HEARTBEAT_SECONDS)
 
     def track(ctx: dict[str, Any], record: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -95,73 +281,34 @@ def worker_options(
         task.add_done_callback(pending.discard)
         return task
 
-    async def record_start(
-        ctx: dict[str, Any], job_id: str, job_try: int, started_at: datetime
-    ) -> None:
-        try:
-            await ctx["redis"].zadd(
-                keys.running_set(arq_settings.queue_name), {job_id: int(time.time() * 1000)}
-            )
-        except (RedisError, OSError):
-            logger.warning("could not mark job %s running", job_id, exc_info=True)
-        try:
-            async with ctx["sessionmaker"].begin() as session:
-                await history.mark_started(session, job_id, tries=job_try, at=started_at)
-        except _HISTORY_ERRORS:
-            logger.warning("could not record the start of job %s", job_id, exc_info=True)
-
     async def on_job_start(ctx: dict[str, Any]) -> None:
         # No await here: ARQ calls this hook outside its own error handling, so a SIGTERM landing
         # in it would crash the worker and strand the job. The record is written beside the job.
-        started_at = ms_to_datetime(int(time.time() * 1000))
         ctx["start_recorded"] = track(
-            ctx, record_start(ctx, ctx["job_id"], ctx["job_try"], started_at)
+            ctx,
+            record_start(
+                redis=ctx["redis"],
+                sessionmaker=ctx["sessionmaker"],
+                queue_name=arq_settings.queue_name,
+                job_id=ctx["job_id"],
+                job_try=ctx["job_try"],
+                started_at=ms_to_datetime(now_ms()),
+            ),
         )
 
-    async def record_end(ctx: dict[str, Any]) -> None:
-        job_id = ctx["job_id"]
-        redis = ctx["redis"]
+    async def end(ctx: dict[str, Any]) -> None:
         started: asyncio.Task[None] | None = ctx.get("start_recorded")
         if started is not None:
             await started  # the ending must land after the start; the start never raises
-        try:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(keys.running_set(arq_settings.queue_name), job_id)
-                pipe.get(keys.result_key_prefix + job_id)
-                pipe.zscore(arq_settings.queue_name, job_id)
-                _, raw_result, score = await pipe.execute()
-        except (RedisError, OSError):
-            logger.warning("could not read the ending of job %s", job_id, exc_info=True)
-            return
-        try:
-            async with ctx["sessionmaker"].begin() as session:
-                if raw_result:
-                    record = await history.get(session, job_id)
-                    outcome = outcome_from_result(deserialize(raw_result), record)
-                    await history.mark_finished(
-                        session,
-                        job_id,
-                        status=outcome.status,
-                        at=outcome.finished_at,
-                        tries=outcome.tries,
-                        started_at=outcome.started_at,
-                        result=outcome.result,
-                        error=outcome.error,
-                    )
-                elif score is not None:
-                    # No ending and still queued: ARQ will run it again (Retry or cancellation).
-                    await history.mark_waiting(
-                        session,
-                        job_id,
-                        status=JobStatus.RETRYING,
-                        tries=ctx["job_try"],
-                        scheduled_for=ms_to_datetime(score),
-                    )
-        except _HISTORY_ERRORS:
-            logger.warning("could not record the ending of job %s", job_id, exc_info=True)
+        await record_end(
+            queue=ctx["job_queue"],
+            sessionmaker=ctx["sessionmaker"],
+            job_id=ctx["job_id"],
+            job_try=ctx["job_try"],
+        )
 
     async def after_job_end(ctx: dict[str, Any]) -> None:
-        task = track(ctx, record_end(ctx))
+        task = track(ctx, end(ctx))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -185,6 +332,7 @@ def worker_options(
         "allow_abort_jobs": True,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
+        "ctx": {"arq_settings": arq_settings},
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "on_job_start": on_job_start,

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 import redis as sync_redis
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.arq.config import ArqSettings
@@ -59,15 +58,19 @@ async def no_database_client(
         yield client
 
 
-async def test_redis_down_enqueue_is_503_and_leaves_no_record(
+async def test_redis_down_enqueue_is_accepted_and_kept_in_history(
     no_redis_client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
+    """The job waits in the database; test_faults shows it runs once Redis is back."""
     response = await asyncio.wait_for(enqueue(no_redis_client, "add", kwargs={"a": 1}), 10)
-    assert response.status_code == 503
-    assert response.json()["error"] == "ServiceUnavailable"
-    assert "Redis" in response.json()["detail"]
+    assert response.status_code == 202
+    job_id = response.json()["job_id"]
     async with sessionmaker() as session:
-        assert await session.scalar(select(func.count()).select_from(JobRecord)) == 0
+        record = await session.get(JobRecord, job_id)
+    assert record is not None
+    assert (record.status, record.args) == ("queued", {"a": 1, "b": 0})
+    status = await no_redis_client.get(f"{API}/status/{job_id}", headers=headers("alice"))
+    assert status.json()["status"] == "queued"
 
 
 async def test_redis_down_health_is_503(no_redis_client: httpx.AsyncClient) -> None:
