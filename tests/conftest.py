@@ -199,6 +199,18 @@ async def app(
         yield application
 
 
+@contextlib.asynccontextmanager
+async def client_for(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app built with other settings than the `app` fixture's."""
+    kwargs.setdefault("auth_settings", AuthSettings(api_keys=API_KEYS_SETTING))  # type: ignore[arg-type]
+    kwargs.setdefault("registry", test_tasks_registry)
+    application = create_app(settings=settings, **kwargs)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
 @pytest.fixture
 async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)

@@ -154,11 +154,13 @@ class JobQueue:
     ) -> list[bool]:
         """Queue jobs in one round trip; False for an id Redis still holds."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for job in jobs:
+            for index, job in enumerate(jobs):
                 payload = serialize_job(
                     job.function, (), job.kwargs, job.job_try, job.enqueued_ms, serializer=serialize
                 )
-                score = self.score(job.priority, job.run_at_ms, now_ms)
+                # Equal scores sort by id; a fraction of a millisecond keeps a batch in order
+                # (a double holds 12 bits below the millisecond at today's timestamps).
+                score = self.score(job.priority, job.run_at_ms, now_ms) + index / 4096
                 deferred_offset = self.offset(job.priority) if job.run_at_ms > now_ms else 0
                 await self._push(
                     keys=[

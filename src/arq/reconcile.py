@@ -2,10 +2,11 @@
 
 A job on record as not finished must be somewhere in Redis: queued, running (holding a lease) or
 finished (a result). When it is nowhere (Redis was unreachable when it was accepted, restarted
-empty, or was flushed) it is queued again under the same id. When ARQ finished it but the
-history missed the ending, the ending is copied over. A job recorded as running whose lease is
-missing is given one lease period to reappear (a live worker renews it) before it is queued
-again. Finished jobs are never touched, and a job id is queued only if Redis holds nothing for it.
+empty, or was flushed) it is queued again under the same id, once it has been missing for longer
+than a lease: a live worker running it renews its lease well within that time, so a running job
+is never started twice. When ARQ finished a job but the history missed the ending, the ending is
+copied over. Finished jobs are never touched, and a job id is queued only if Redis holds nothing
+for it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from src.arq.models import JobRecord
 from src.arq.outcome import datetime_to_ms, now_ms, now_utc, outcome_from_result
 from src.arq.queue import JobQueue, QueuedJob
 from src.arq.recording import announce
-from src.arq.schemas import JobStatus, Priority
+from src.arq.schemas import Priority
 from src.arq.serialization import deserialize
 
 logger = logging.getLogger(__name__)
@@ -108,10 +109,8 @@ async def _reconcile_page(
             )
             await queue.redis.zadd(queue.queue_name, {record.job_id: score}, nx=True)
             report.restored.append(record.job_id)
-        elif record.status == JobStatus.IN_PROGRESS.value and not await _missing_long_enough(
-            queue, missing_key, record.job_id, now, lease_seconds
-        ):
-            continue  # a live worker renews its lease soon; look again next time
+        elif not await _missing_long_enough(queue, missing_key, record.job_id, now, lease_seconds):
+            continue  # a live worker running it would renew its lease by then; look again later
         else:
             to_push.append(
                 QueuedJob(

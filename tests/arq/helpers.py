@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -44,3 +45,8 @@ async def wait_for(
             return body
         await asyncio.sleep(0.02)
     raise AssertionError(f"job {job_id} never reached {statuses}: {body}")
+
+
+def at(body: dict[str, Any], field: str) -> datetime:
+    """A timestamp of a status body, parsed (ISO strings do not sort: '…36Z' > '…36.013Z')."""
+    return datetime.fromisoformat(body[field])

@@ -15,21 +15,12 @@ from src.arq.config import ArqSettings
 from src.arq.models import JobRecord
 from src.auth.config import AuthSettings
 from src.config import Environment, Settings
-from src.main import create_app
 from tests.arq.helpers import API, enqueue
-from tests.conftest import headers
+from tests.conftest import client_for, headers
 
 # Nothing listens on port 1 of the loopback address: connections are refused at once.
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 DEAD_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
-
-
-async def _client_for(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings=settings, **kwargs)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
 
 
 @pytest.fixture
@@ -41,9 +32,9 @@ async def no_redis_client(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[httpx.AsyncClient]:
     broken = settings.model_copy(update={"redis_url": DEAD_REDIS, "redis_timeout": 1.0})
-    async for client in _client_for(
+    async with client_for(
         broken, arq_settings=arq_settings, auth_settings=auth_settings, registry=registry
-    ):
+    ) as client:
         yield client
 
 
@@ -52,9 +43,9 @@ async def no_database_client(
     settings: Settings, arq_settings: ArqSettings, auth_settings: AuthSettings, registry: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     broken = settings.model_copy(update={"database_url": DEAD_POSTGRES, "database_timeout": 1.0})
-    async for client in _client_for(
+    async with client_for(
         broken, arq_settings=arq_settings, auth_settings=auth_settings, registry=registry
-    ):
+    ) as client:
         yield client
 
 
@@ -131,9 +122,9 @@ async def test_rate_limit_is_429_with_retry_after(
     redis_db: sync_redis.Redis,
 ) -> None:
     limited = ArqSettings(poll_delay=0.05, enqueue_rate_limit=3)
-    async for client in _client_for(
+    async with client_for(
         settings, arq_settings=limited, auth_settings=auth_settings, registry=registry
-    ):
+    ) as client:
         for i in range(3):
             assert (await enqueue(client, "add", kwargs={"a": i})).status_code == 202
         refused = await enqueue(client, "add", kwargs={"a": 9})

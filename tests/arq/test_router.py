@@ -12,7 +12,7 @@ import redis as sync_redis
 from arq.worker import Worker
 
 from src.arq.config import ArqSettings
-from tests.arq.helpers import API, enqueue, status, wait_for
+from tests.arq.helpers import API, at, enqueue, status, wait_for
 from tests.conftest import WorkerHandle, headers
 
 # -- enqueue and run --------------------------------------------------------------------------
@@ -37,7 +37,7 @@ async def test_enqueued_job_runs_and_its_result_is_served(
     assert done["progress"] == 100
     assert done["started_at"] is not None and done["finished_at"] is not None
     assert done["scheduled_for"] == done["enqueued_at"]
-    assert done["enqueued_at"] <= done["started_at"] <= done["finished_at"]
+    assert at(done, "enqueued_at") <= at(done, "started_at") <= at(done, "finished_at")
 
     result = await client.get(body["result_url"], headers=headers("alice"))
     assert result.status_code == 200
@@ -241,12 +241,12 @@ async def test_deferred_job_waits_for_its_time(client: httpx.AsyncClient, worker
     job_id = (await enqueue(client, "add", kwargs={"a": 1}, defer_by=1.0)).json()["job_id"]
     first = await status(client, job_id)
     assert first["status"] == "deferred"
-    assert first["scheduled_for"] > first["enqueued_at"]
+    assert at(first, "scheduled_for") > at(first, "enqueued_at")
     await asyncio.sleep(0.5)
     assert (await status(client, job_id))["status"] == "deferred"
     done = await wait_for(client, job_id, timeout=5)
     assert done["status"] == "complete"
-    assert done["started_at"] >= first["scheduled_for"]
+    assert at(done, "started_at") >= at(first, "scheduled_for")
 
 
 async def test_defer_until_in_the_past_runs_now(client: httpx.AsyncClient, worker: Worker) -> None:

@@ -27,6 +27,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DATABASE_URL": settings.database_url,
         "ARQ_POLL_DELAY": "0.05",
         "ARQ_HEALTH_CHECK_INTERVAL": "1",
+        "ARQ_JOB_TIMEOUT": "600",
         "ENVIRONMENT": "test",
     }
 
@@ -100,3 +101,35 @@ async def test_sigterm_requeues_running_job_for_the_next_worker(
     done = await wait_for(client, job_id, timeout=20)
     assert done["status"] == "complete"
     assert done["tries"] == 2
+
+
+async def test_sigkilled_workers_job_runs_again_on_another_within_30s(
+    client: httpx.AsyncClient, start_worker: StartWorker, tmp_path: Path, settings: Settings
+) -> None:
+    """Default lease, and a long ARQ_JOB_TIMEOUT that plain ARQ would wait out (+10 s)."""
+    log = tmp_path / "runs.log"
+    doomed = start_worker()
+    job_id = (await enqueue(client, "tick", kwargs={"log": str(log), "seconds": 1.5})).json()[
+        "job_id"
+    ]
+    await wait_for(client, job_id, ("in_progress",), timeout=20)
+    survivor = start_worker()
+    await asyncio.sleep(0.5)  # the survivor is up and idle
+    doomed.kill()
+    killed_at = asyncio.get_running_loop().time()
+    seen = set()
+    while True:
+        current = await status(client, job_id)
+        seen.add(current["status"])
+        if current["status"] in ("complete", "failed", "aborted"):
+            break
+        assert asyncio.get_running_loop().time() - killed_at < 30, current
+        await asyncio.sleep(0.1)
+    assert current["status"] == "complete"
+    assert current["tries"] == 2
+    assert seen <= {"in_progress", "retrying", "complete"}
+    assert [line.split() for line in log.read_text().splitlines()] == [
+        [job_id, "1"],
+        [job_id, "2"],
+    ]
+    assert survivor.poll() is None
