@@ -47,7 +47,9 @@ from src.database import create_engine, create_sessionmaker
 
 logger = logging.getLogger("src.arq.worker")
 
+# ARQ's own worker class, kept before `arq.worker.Worker` is rebound to `JobWorker` below.
 _ArqWorker = arq_worker.Worker
+ArqWorker = _ArqWorker
 
 
 class _NoPriorityDelayLog(logging.Filter):
