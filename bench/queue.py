@@ -1,16 +1,25 @@
-"""Queue benchmark: plain arq against this job module, through its Python API and through HTTP.
+"""Queue benchmark: plain arq against this job module, with and without its queue features.
 
 Run it from the repository root: `python -m bench.queue` (`make bench`); `--help` lists the flags.
-It prints a table: `variant | poll delay | jobs/s | RTT median ms | RTT p99 ms`.
+It prints a table:
+`variant | poll delay | jobs/s | RTT median ms | RTT p99 ms | pickup median ms`.
 
-The variants, all on the same Redis and each with its own queue:
+The variants (`--variants`, short names in brackets), all on the same Redis, each with its own
+queue:
 
-* plain arq: `arq.connections.create_pool` + `enqueue_job` of a no-op coroutine, run by an
-  `arq.worker.Worker` with the default (pickle) serializer;
-* module API: `ArqService.enqueue_job("ping")`, run by a `Worker(**worker_options(...))` with the
-  module's hooks, which keep the job history in the database;
-* module HTTP: `POST /api/v1/arq/enqueue` and `GET /api/v1/arq/status/{id}` against the app from
-  `src.main.create_app`, served by uvicorn in a child process; the same worker runs the jobs.
+* plain arq [arq]: `arq.connections.create_pool` + `enqueue_job` of a no-op coroutine, run by
+  arq's own `Worker` class with the default (pickle) serializer;
+* module, features off [off]: `ArqService.enqueue_job("ping")` with `wake_on_enqueue=False`, run by
+  arq's own `Worker` class built from `worker_options(...)`: the module's hooks keep the job
+  history in the database, but there are no wake-ups, claims, leases or reconciliation (the
+  module as it was before its queue guarantees, on today's enqueue path);
+* module API [api]: the same enqueue with wake-ups on, run by the module's `JobWorker` (wake-ups
+  on enqueue, atomic claims of free slots in priority order, renewed leases, reconciliation);
+* module HTTP [http]: `POST /api/v1/arq/enqueue` and `GET /api/v1/arq/status/{id}` against the app
+  from `src.main.create_app`, served by uvicorn in a child process; run by `JobWorker`.
+
+Importing `src.arq.worker` rebinds `arq.worker.Worker` to `JobWorker` (so the `arq` CLI builds
+it); the arq variants therefore name arq's class explicitly (`src.arq.worker.ArqWorker`).
 
 For every poll delay (`--poll-delays`) each variant measures:
 
@@ -22,16 +31,23 @@ For every poll delay (`--poll-delays`) each variant measures:
   status endpoint). Before each round trip the client pauses for a random part of one poll delay,
   so jobs arrive at random points of the worker's poll cycle, as independent clients' jobs do.
   Without that pause (`--no-jitter`) sequential round trips lock onto the cycle and each one waits
-  about a whole poll delay.
+  about a whole poll delay. arq's `Worker` sees a new job only at its next poll; `JobWorker` is
+  woken at once, the poll delay being only its longest sleep;
+* pick-up: for each round trip, once it has ended and off the clock, the job's start time minus
+  its enqueue time as the queue recorded them (plain arq: `JobResult.start_time - enqueue_time`
+  from `Job.result_info()`; module: `started_at - enqueued_at` from `get_job_status` or the status
+  endpoint; both in whole milliseconds, the start being arq's own). The module's `enqueued_at` is
+  read before it writes the history row, so its pick-up includes that write.
 
 The worker and the clients run in this process, on one event loop; the HTTP server has its own.
 
 Isolation: the benchmark claims a Redis database of its own (`--redis-url`, db 14 by default),
 refuses a non-empty one unless `--flush` is given, and flushes it at the end; with
-`--shared-redis` it uses the database as it is and deletes only the keys it made. It creates a
-PostgreSQL database `vkp_bench_<random>` on the `--database-url` server, migrates it and drops it
-at the end (`--database-url sqlite`: a temporary SQLite file); with `--use-database URL` it uses
-that already-migrated database and deletes only the rows it made.
+`--shared-redis` it uses the database as it is and deletes only the keys it made (arq's and the
+module's, see `_queue_keys`). It creates a PostgreSQL database `vkp_bench_<random>` on the
+`--database-url` server, migrates it and drops it at the end (`--database-url sqlite`: a temporary
+SQLite file); with `--use-database URL` it uses that already-migrated database and deletes only
+the rows it made.
 """
 
 from __future__ import annotations
@@ -64,6 +80,7 @@ import asyncpg
 import httpx
 from alembic import command
 from alembic.config import Config
+from arq import worker as arq_worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import (
     health_check_key_suffix,
@@ -73,7 +90,7 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.jobs import Job
-from arq.worker import Worker, func
+from arq.worker import func
 from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -81,12 +98,13 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from src.arq import history, keys
+from src.arq import worker as module_worker
 from src.arq.config import ArqSettings
 from src.arq.pool import create_redis
-from src.arq.schemas import JobStatus
+from src.arq.schemas import JobStatus, JobStatusResponse
 from src.arq.service import ArqService
 from src.arq.tasks import registry as app_registry
-from src.arq.worker import worker_options
+from src.arq.worker import JobWorker, worker_options
 from src.auth.config import AuthSettings
 from src.config import Settings
 from src.database import create_engine, create_sessionmaker
@@ -107,8 +125,21 @@ SERVER_ENV = "VKP_BENCH_SERVER"
 SERVER_CODE = "from bench.queue import serve_api_from_env; serve_api_from_env()"
 CHUNK = 500
 
-VARIANT_KEYS = ("arq", "api", "http")
-TABLE_HEADERS = ("variant", "poll delay", "jobs/s", "RTT median ms", "RTT p99 ms")
+VARIANT_KEYS = ("arq", "off", "api", "http")
+TABLE_HEADERS = (
+    "variant",
+    "poll delay",
+    "jobs/s",
+    "RTT median ms",
+    "RTT p99 ms",
+    "pickup median ms",
+)
+
+# arq's own worker class. Importing `src.arq.worker` rebinds `arq.worker.Worker` to `JobWorker`, so
+# `arq.worker.Worker` names one or the other depending on import order: never use it here.
+ARQ_WORKER: type[arq_worker.Worker] = getattr(module_worker, "ArqWorker", module_worker._ArqWorker)
+if issubclass(ARQ_WORKER, JobWorker):  # pragma: no cover - a broken src.arq.worker
+    raise ImportError("src.arq.worker.ArqWorker is not arq's own Worker class")
 
 
 class BenchError(RuntimeError):
@@ -172,8 +203,8 @@ def _variants(text: str) -> tuple[str, ...]:
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.queue",
-        description="Throughput and round-trip latency of plain arq and of the job module "
-        "(Python API and HTTP), on one Redis.",
+        description="Throughput, round-trip and pick-up latency of plain arq and of the job "
+        "module (its features off, its Python API, its HTTP API), on one Redis.",
     )
     parser.add_argument("--jobs", type=_positive_int, default=2000, help="throughput jobs (2000)")
     parser.add_argument(
@@ -191,7 +222,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         type=_variants,
         default=VARIANT_KEYS,
         metavar="V[,V...]",
-        help=f"which variants to run ({','.join(VARIANT_KEYS)})",
+        help="which variants to run: arq (plain arq), off (module, features off), api (module "
+        f"API), http (module HTTP); default {','.join(VARIANT_KEYS)}",
     )
     parser.add_argument(
         "--max-jobs", type=_positive_int, default=100, help="the worker's max_jobs (100)"
@@ -316,18 +348,28 @@ async def _delete_created_keys(client: Redis, created: Created) -> None:
     prefixes = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
     names = [prefix + job_id for job_id in sorted(created.job_ids) for prefix in prefixes]
     for queue in sorted(created.queues):
-        names += [
-            queue,
-            queue + health_check_key_suffix,
-            keys.running_set(queue),
-            keys.workers_set(queue),
-            keys.deferred_set(queue),
-            keys.priority_offsets(queue),
-            keys.reconcile_lock(queue),
-            keys.missing_since(queue),
-        ]
+        names += _queue_keys(queue)
     for chunk in _chunks(names):
         await client.delete(*chunk)
+
+
+def _queue_keys(queue: str) -> list[str]:
+    """Every key arq and the module keep per queue (see `src.arq.keys`).
+
+    Not keys, so nothing to delete: the wake-up channel (`keys.wake_channel`) and the per-job
+    event channels (`keys.job_events`) are pub/sub only. Not made here: rate-limit counters (the
+    benchmark's `enqueue_rate_limit` is 0) and abort marks (`keys.abort_jobs_ss`: it never aborts).
+    """
+    return [
+        queue,
+        queue + health_check_key_suffix,
+        keys.running_set(queue),
+        keys.workers_set(queue),
+        keys.deferred_set(queue),
+        keys.priority_offsets(queue),
+        keys.reconcile_lock(queue),
+        keys.missing_since(queue),
+    ]
 
 
 # -- the database -----------------------------------------------------------------------------
@@ -414,7 +456,9 @@ class Bench:
     settings: Settings
     created: Created
 
-    def arq_settings(self, queue_name: str, poll_delay: float = 0.5) -> ArqSettings:
+    def arq_settings(
+        self, queue_name: str, poll_delay: float = 0.5, *, wake_on_enqueue: bool = True
+    ) -> ArqSettings:
         """The module's settings; no enqueue rate limit, so it does not throttle the benchmark."""
         return ArqSettings(
             queue_name=queue_name,
@@ -422,14 +466,17 @@ class Bench:
             max_jobs=self.options.max_jobs,
             enqueue_rate_limit=0,
             burst_mode=False,
+            wake_on_enqueue=wake_on_enqueue,
         )
 
 
 class Variant(Protocol):
     name: str
+    # The class the worker is built from: arq's own `Worker` or `JobWorker`.
+    worker_class: type[arq_worker.Worker]
 
     def worker_options(self, poll_delay: float) -> dict[str, Any]:
-        """Everything `arq.worker.Worker` takes but `handle_signals`."""
+        """Everything `worker_class` takes but `handle_signals`."""
         ...
 
     async def enqueue(self) -> str:
@@ -440,6 +487,10 @@ class Variant(Protocol):
         """Return once the job has ended; raise `BenchError` unless it succeeded."""
         ...
 
+    async def pickup_ms(self, job_id: str) -> float:
+        """For an ended job: its start time minus its enqueue time, as the queue recorded them."""
+        ...
+
 
 async def noop(ctx: dict[str, Any]) -> None:
     """The plain arq job: does nothing."""
@@ -447,6 +498,7 @@ async def noop(ctx: dict[str, Any]) -> None:
 
 class PlainArq:
     name = "plain arq"
+    worker_class = ARQ_WORKER
 
     def __init__(self, bench: Bench, pool: ArqRedis, queue_name: str) -> None:
         self.bench = bench
@@ -468,12 +520,20 @@ class PlainArq:
             raise BenchError("arq refused a job: its id is taken")
         return job.job_id
 
+    def _job(self, job_id: str) -> Job:
+        return Job(job_id, self.pool, _queue_name=self.queue_name)
+
     async def wait(self, job_id: str) -> None:
-        job = Job(job_id, self.pool, _queue_name=self.queue_name)
         try:
-            await job.result(poll_delay=self.bench.options.client_poll)
+            await self._job(job_id).result(poll_delay=self.bench.options.client_poll)
         except Exception as exc:
             raise BenchError(f"plain arq job {job_id} failed: {exc!r}") from exc
+
+    async def pickup_ms(self, job_id: str) -> float:
+        info = await self._job(job_id).result_info()
+        if info is None:
+            raise BenchError(f"plain arq job {job_id}: arq holds no result")
+        return (info.start_time - info.enqueue_time).total_seconds() * 1000
 
 
 @asynccontextmanager
@@ -494,15 +554,26 @@ def _ended_well(variant: str, job_id: str, status: str) -> None:
         raise BenchError(f"{variant} job {job_id} ended {status}")
 
 
-class ModuleApi:
-    name = "module API"
+def _module_pickup_ms(variant: str, status: JobStatusResponse) -> float:
+    if status.started_at is None:
+        raise BenchError(f"{variant} job {status.job_id} ended without a start time")
+    return (status.started_at - status.enqueued_at).total_seconds() * 1000
 
-    def __init__(self, bench: Bench, service: ArqService) -> None:
+
+class ModuleApi:
+    """The module's Python API; with `features` off, run by arq's own worker class."""
+
+    def __init__(self, bench: Bench, service: ArqService, *, features: bool) -> None:
         self.bench = bench
         self.service = service
+        self.features = features
+        self.name = "module API" if features else "module, features off"
+        self.worker_class: type[arq_worker.Worker] = JobWorker if features else ARQ_WORKER
 
     def worker_options(self, poll_delay: float) -> dict[str, Any]:
-        return _module_worker_options(self.bench, self.service.settings.queue_name, poll_delay)
+        return _module_worker_options(
+            self.bench, self.service.settings.queue_name, poll_delay, features=self.features
+        )
 
     async def enqueue(self) -> str:
         return (await self.service.enqueue_job("ping")).job_id
@@ -515,18 +586,23 @@ class ModuleApi:
                 return
             await asyncio.sleep(self.bench.options.client_poll)
 
+    async def pickup_ms(self, job_id: str) -> float:
+        return _module_pickup_ms(self.name, await self.service.get_job_status(job_id))
 
-def _module_worker_options(bench: Bench, queue_name: str, poll_delay: float) -> dict[str, Any]:
+
+def _module_worker_options(
+    bench: Bench, queue_name: str, poll_delay: float, *, features: bool = True
+) -> dict[str, Any]:
     return worker_options(
         registry=app_registry,
         settings=bench.settings,
-        arq_settings=bench.arq_settings(queue_name, poll_delay),
+        arq_settings=bench.arq_settings(queue_name, poll_delay, wake_on_enqueue=features),
     )
 
 
 @asynccontextmanager
-async def module_api(bench: Bench) -> AsyncIterator[ModuleApi]:
-    queue = "bench:api"
+async def _module_service(bench: Bench, *, features: bool) -> AsyncIterator[ModuleApi]:
+    queue = "bench:api" if features else "bench:off"
     bench.created.queues.add(queue)
     settings = bench.settings
     redis = create_redis(settings.redis_url, queue_name=queue, timeout=settings.redis_timeout)
@@ -535,17 +611,26 @@ async def module_api(bench: Bench) -> AsyncIterator[ModuleApi]:
         redis=redis,
         sessionmaker=create_sessionmaker(engine),
         registry=app_registry,
-        settings=bench.arq_settings(queue),
+        settings=bench.arq_settings(queue, wake_on_enqueue=features),
     )
     try:
-        yield ModuleApi(bench, service)
+        yield ModuleApi(bench, service, features=features)
     finally:
         await redis.aclose(close_connection_pool=True)
         await engine.dispose()
 
 
+def module_off(bench: Bench) -> AbstractAsyncContextManager[ModuleApi]:
+    return _module_service(bench, features=False)
+
+
+def module_api(bench: Bench) -> AbstractAsyncContextManager[ModuleApi]:
+    return _module_service(bench, features=True)
+
+
 class ModuleHttp:
     name = "module HTTP"
+    worker_class: type[arq_worker.Worker] = JobWorker
 
     def __init__(self, bench: Bench, client: httpx.AsyncClient, queue_name: str) -> None:
         self.bench = bench
@@ -561,16 +646,24 @@ class ModuleHttp:
             raise BenchError(f"POST /enqueue answered {response.status_code}: {response.text}")
         return str(response.json()["job_id"])
 
+    async def _status(self, job_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/api/v1/arq/status/{job_id}")
+        if response.status_code != httpx.codes.OK:
+            raise BenchError(f"GET /status answered {response.status_code}: {response.text}")
+        body: dict[str, Any] = response.json()
+        return body
+
     async def wait(self, job_id: str) -> None:
         while True:
-            response = await self.client.get(f"/api/v1/arq/status/{job_id}")
-            if response.status_code != httpx.codes.OK:
-                raise BenchError(f"GET /status answered {response.status_code}: {response.text}")
-            status = JobStatus(response.json()["status"])
+            status = JobStatus((await self._status(job_id))["status"])
             if status.finished:
                 _ended_well(self.name, job_id, status.value)
                 return
             await asyncio.sleep(self.bench.options.client_poll)
+
+    async def pickup_ms(self, job_id: str) -> float:
+        status = JobStatusResponse.model_validate(await self._status(job_id))
+        return _module_pickup_ms(self.name, status)
 
 
 @asynccontextmanager
@@ -684,7 +777,9 @@ def serve_api_from_env() -> None:
 class WorkerRun:
     """An in-process ARQ worker that tells when it has started and when `target` jobs ended."""
 
-    def __init__(self, options: dict[str, Any], *, target: int) -> None:
+    def __init__(
+        self, worker_class: type[arq_worker.Worker], options: dict[str, Any], *, target: int
+    ) -> None:
         self.target = target
         self.ended = 0
         self.ready = asyncio.Event()
@@ -708,7 +803,7 @@ class WorkerRun:
                 self.done_at = time.perf_counter()
                 self.done.set()
 
-        self.worker = Worker(
+        self.worker = worker_class(
             **{**options, "on_startup": started, "after_job_end": ended}, handle_signals=False
         )
         self.task: asyncio.Task[None] = asyncio.create_task(self.worker.async_run())
@@ -749,8 +844,10 @@ class WorkerRun:
 
 
 @asynccontextmanager
-async def running_worker(options: dict[str, Any], *, target: int) -> AsyncIterator[WorkerRun]:
-    run = WorkerRun(options, target=target)
+async def running_worker(
+    worker_class: type[arq_worker.Worker], options: dict[str, Any], *, target: int
+) -> AsyncIterator[WorkerRun]:
+    run = WorkerRun(worker_class, options, target=target)
     try:
         await run.until(run.ready, seconds=WORKER_START_SECONDS, what="the worker's start-up")
         yield run
@@ -768,6 +865,7 @@ class Row:
     jobs_per_second: float
     rtt_median_ms: float
     rtt_p99_ms: float
+    pickup_median_ms: float
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -804,15 +902,20 @@ async def measure(bench: Bench, variant: Variant, poll_delay: float) -> Row:
     # Poll-bound: each poll starts at most max_jobs jobs; allow plenty on top.
     drain_limit = 120 + 10 * poll_delay * math.ceil(options.jobs / options.max_jobs)
     round_trip_limit = 30 + 10 * poll_delay
-    async with running_worker(variant.worker_options(poll_delay), target=options.jobs) as run:
+    worker_class = variant.worker_class
+    async with running_worker(
+        worker_class, variant.worker_options(poll_delay), target=options.jobs
+    ) as run:
         await run.until(run.done, seconds=drain_limit, what=f"{label}: the throughput jobs")
         run_seconds = run.done_at - run.ready_at
         run.check(options.jobs)
         _note(
-            f"{label}: queued {options.jobs} jobs in {enqueue_seconds:.2f} s "
+            f"{label}: {worker_class.__module__}.{worker_class.__qualname__}; "
+            f"queued {options.jobs} jobs in {enqueue_seconds:.2f} s "
             f"({options.jobs / enqueue_seconds:.0f}/s), ran them in {run_seconds:.2f} s"
         )
         rtts: list[float] = []
+        pickups: list[float] = []
         for _ in range(options.round_trips):
             if options.jitter:
                 await asyncio.sleep(random.uniform(0, poll_delay))
@@ -827,6 +930,7 @@ async def measure(bench: Bench, variant: Variant, poll_delay: float) -> Row:
                 raise BenchError(
                     f"{label}: a round trip took over {round_trip_limit:g} s"
                 ) from None
+            pickups.append(await variant.pickup_ms(job_id))
         run.check(options.jobs + options.round_trips)
     row = Row(
         variant=variant.name,
@@ -834,16 +938,19 @@ async def measure(bench: Bench, variant: Variant, poll_delay: float) -> Row:
         jobs_per_second=options.jobs / run_seconds,
         rtt_median_ms=statistics.median(rtts),
         rtt_p99_ms=percentile(rtts, 0.99),
+        pickup_median_ms=statistics.median(pickups),
     )
     _note(
         f"{label}: {row.jobs_per_second:.1f} jobs/s, round trip median "
-        f"{row.rtt_median_ms:.1f} ms, p99 {row.rtt_p99_ms:.1f} ms"
+        f"{row.rtt_median_ms:.1f} ms, p99 {row.rtt_p99_ms:.1f} ms, "
+        f"pick-up median {row.pickup_median_ms:.1f} ms"
     )
     return row
 
 
 VARIANTS: dict[str, Callable[[Bench], AbstractAsyncContextManager[Variant]]] = {
     "arq": plain_arq,
+    "off": module_off,
     "api": module_api,
     "http": module_http,
 }
@@ -877,6 +984,7 @@ def format_table(rows: Sequence[Row]) -> str:
             f"{row.jobs_per_second:.1f}",
             f"{row.rtt_median_ms:.1f}",
             f"{row.rtt_p99_ms:.1f}",
+            f"{row.pickup_median_ms:.1f}",
         )
         for row in rows
     ]

@@ -54,7 +54,8 @@ class Base(DeclarativeBase):
 
 def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
     """An engine whose connects and queries fail within `timeout` instead of hanging."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: statement errors must not log job arguments or results (they may be secret).
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         kwargs["connect_args"] = {"timeout": timeout}

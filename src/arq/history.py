@@ -6,11 +6,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, true, update
+from sqlalchemy import Integer, Table, and_, bindparam, delete, func, select, true, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.arq.models import JobRecord
 from src.arq.schemas import FINISHED_STATUSES, JobStatus
+from src.database import JSONType, UTCDateTime
 
 
 async def get(session: AsyncSession, job_id: str) -> JobRecord | None:
@@ -28,16 +31,25 @@ async def existing_ids(session: AsyncSession, job_ids: Iterable[str]) -> dict[st
     return {job_id: owner for job_id, owner in rows}
 
 
-async def add_all(session: AsyncSession, records: Sequence[JobRecord]) -> None:
-    session.add_all(records)
-    await session.flush()
+async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert the jobs whose ids are free, in one statement; the ids inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(JobRecord)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=[JobRecord.job_id])
+        .returning(JobRecord.job_id)
+    )
+    return set((await session.scalars(statement)).all())
 
 
 async def remove(session: AsyncSession, job_ids: Iterable[str]) -> None:
     await session.execute(delete(JobRecord).where(JobRecord.job_id.in_(list(job_ids))))
 
 
-_NOT_FINISHED = JobRecord.status.not_in([s.value for s in FINISHED_STATUSES])
+_FINISHED_VALUES = [s.value for s in FINISHED_STATUSES]
+_NOT_FINISHED = JobRecord.status.not_in(_FINISHED_VALUES)
 
 
 async def mark_started(session: AsyncSession, job_id: str, *, tries: int, at: datetime) -> None:
@@ -193,3 +205,78 @@ async def set_message(session: AsyncSession, job_id: str, message: str) -> None:
     await session.execute(
         update(JobRecord).where(JobRecord.job_id == job_id, _NOT_FINISHED).values(message=message)
     )
+
+
+# -- batched writes of the workers (one statement for many jobs) ------------------------------
+
+_jobs: Table = JobRecord.__table__  # type: ignore[assignment]
+# Spelled out rather than NOT IN: executemany() refuses expanding IN parameters.
+_STILL_OPEN = and_(*(_jobs.c.status != value for value in _FINISHED_VALUES))
+
+
+async def mark_started_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of `{b_id, b_tries, b_at}`."""
+    if not rows:
+        return
+    statement = (
+        update(_jobs)
+        .where(_jobs.c.job_id == bindparam("b_id"), _STILL_OPEN)
+        .values(
+            status=JobStatus.IN_PROGRESS.value,
+            tries=bindparam("b_tries"),
+            started_at=bindparam("b_at"),
+        )
+    )
+    await (await session.connection()).execute(statement, list(rows))
+
+
+async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of `{b_id, b_status, b_at, b_tries, b_started, b_result, b_error}`."""
+    complete = [row for row in rows if row["b_status"] == JobStatus.COMPLETE.value]
+    other = [row for row in rows if row["b_status"] != JobStatus.COMPLETE.value]
+    values: dict[str, Any] = {
+        "status": bindparam("b_status"),
+        "finished_at": bindparam("b_at"),
+        "tries": func.coalesce(bindparam("b_tries", type_=Integer), _jobs.c.tries),
+        "started_at": func.coalesce(bindparam("b_started", type_=UTCDateTime), _jobs.c.started_at),
+        "result": bindparam("b_result", type_=JSONType),
+        "error": bindparam("b_error", type_=JSONType),
+    }
+    connection = await session.connection()
+    where = (_jobs.c.job_id == bindparam("b_id"), _STILL_OPEN)
+    if complete:
+        await connection.execute(
+            update(_jobs).where(*where).values(**values, progress=100), complete
+        )
+    if other:
+        await connection.execute(update(_jobs).where(*where).values(**values), other)
+
+
+async def mark_waiting_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of `{b_id, b_tries, b_at}`: jobs ARQ will run again (retrying) at `b_at`."""
+    if not rows:
+        return
+    statement = (
+        update(_jobs)
+        .where(_jobs.c.job_id == bindparam("b_id"), _STILL_OPEN)
+        .values(
+            status=JobStatus.RETRYING.value,
+            tries=bindparam("b_tries"),
+            scheduled_for=bindparam("b_at"),
+        )
+    )
+    await (await session.connection()).execute(statement, list(rows))
+
+
+async def abort_and_priority(
+    session: AsyncSession, job_ids: Sequence[str]
+) -> dict[str, tuple[str | None, str]]:
+    """Who asked to abort each job (if anyone), and its priority."""
+    if not job_ids:
+        return {}
+    rows = await session.execute(
+        select(JobRecord.job_id, JobRecord.abort_requested_by, JobRecord.priority).where(
+            JobRecord.job_id.in_(list(job_ids))
+        )
+    )
+    return {job_id: (by, priority) for job_id, by, priority in rows}

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from src.arq.models import JobRecord
 from src.arq.schemas import JobStatus
 from src.arq.serialization import as_error
 
@@ -42,8 +41,8 @@ class Outcome:
     finished_at: datetime
 
 
-def outcome_from_result(data: dict[str, Any], record: JobRecord | None = None) -> Outcome:
-    """Read ARQ's result record; a cancelled job is an aborted one."""
+def outcome_from_result(data: dict[str, Any], *, aborted_by: str | None = None) -> Outcome:
+    """Read ARQ's result record; a cancelled job is an aborted one (by `aborted_by`)."""
     started = ms_to_datetime(data["st"]) if data.get("st") else None
     finished = ms_to_datetime(data["ft"]) if data.get("ft") else now_utc()
     tries = int(data["t"]) if data.get("t") else None
@@ -51,8 +50,7 @@ def outcome_from_result(data: dict[str, Any], record: JobRecord | None = None) -
         return Outcome(JobStatus.COMPLETE, data.get("r"), None, tries, started, finished)
     error = as_error(data.get("r")) or {"type": "Error", "message": str(data.get("r"))}
     if error["type"] == "CancelledError":
-        by = record.abort_requested_by if record is not None else None
-        message = f"aborted by {by}" if by else "aborted"
+        message = f"aborted by {aborted_by}" if aborted_by else "aborted"
         error = {"type": "JobAborted", "message": message}
         return Outcome(JobStatus.ABORTED, None, error, tries, started, finished)
     exhausted = _MAX_TRIES.match(error["message"])

@@ -84,7 +84,9 @@ async def _reconcile_page(
     to_push: list[QueuedJob] = []
     for record, state in zip(page, states, strict=True):
         if state.raw_result:
-            outcome = outcome_from_result(deserialize(state.raw_result), record)
+            outcome = outcome_from_result(
+                deserialize(state.raw_result), aborted_by=record.abort_requested_by
+            )
             async with sessionmaker.begin() as session:
                 await history.mark_finished(
                     session,

@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.arq import history, keys
@@ -184,31 +184,35 @@ class ArqService:
         self, items: list[_Prepared], *, principal: Principal, now_ms: int
     ) -> list[EnqueueResponse]:
         ids = [item.job_id for item in items]
-        await self._refuse_taken(ids, principal=principal)
         await self._charge_rate_limit(principal.owner, len(items))
         # Millisecond precision, like ARQ's own enqueue and start times, so they compare sanely.
         enqueued_at = ms_to_datetime(now_ms)
-        records = [
-            JobRecord(
-                job_id=item.job_id,
-                function=item.spec.name,
-                queue_name=self.settings.queue_name,
-                args=item.kwargs,
-                owner=principal.owner,
-                priority=item.priority.value,
-                status=item.status.value,
-                progress=0,
-                tries=0,
-                enqueued_at=enqueued_at,
-                scheduled_for=ms_to_datetime(item.run_at_ms),
-            )
+        rows = [
+            {
+                "job_id": item.job_id,
+                "function": item.spec.name,
+                "queue_name": self.settings.queue_name,
+                "args": item.kwargs,
+                "owner": principal.owner,
+                "priority": item.priority.value,
+                "status": item.status.value,
+                "progress": 0,
+                "tries": 0,
+                "enqueued_at": enqueued_at,
+                "scheduled_for": ms_to_datetime(item.run_at_ms),
+            }
             for item in items
         ]
         try:
             async with self.sessionmaker.begin() as session:
-                await history.add_all(session, records)
-        except IntegrityError:
-            raise JobConflict("a job_id in the request is already in use") from None
+                inserted = await history.insert_new(session, rows)
+                if len(inserted) < len(rows):
+                    # Leaving the block with the error rolls the whole request back.
+                    taken = next(job_id for job_id in ids if job_id not in inserted)
+                    raise await self._conflict(session, taken, principal)
+        except JobConflict:
+            await self._refund_rate_limit(principal.owner, len(items))
+            raise
         try:
             await self._push(items, now_ms=now_ms)
         except JobConflict:
@@ -234,19 +238,24 @@ class ArqService:
             for item in items
         ]
 
-    async def _refuse_taken(self, ids: list[str], *, principal: Principal) -> None:
-        async with self.sessionmaker() as session:
-            taken = await history.existing_ids(session, ids)
-        if taken:
-            job_id, owner = next(iter(taken.items()))
-            if principal.is_admin or owner == principal.owner:
-                raise JobConflict(
-                    f"job_id {job_id!r} is already in use",
-                    status_url=f"{self.api_prefix}/status/{job_id}",
-                    job_id=job_id,
-                )
-            # Someone else's job: say the id is taken, nothing about that job.
-            raise JobConflict(f"job_id {job_id!r} is already in use", job_id=job_id)
+    async def _conflict(
+        self, session: AsyncSession, job_id: str, principal: Principal
+    ) -> JobConflict:
+        owner = (await history.existing_ids(session, [job_id])).get(job_id)
+        if principal.is_admin or owner == principal.owner:
+            return JobConflict(
+                f"job_id {job_id!r} is already in use",
+                status_url=f"{self.api_prefix}/status/{job_id}",
+                job_id=job_id,
+            )
+        # Someone else's job: say the id is taken, nothing about that job.
+        return JobConflict(f"job_id {job_id!r} is already in use", job_id=job_id)
+
+    async def _refund_rate_limit(self, owner: str, count: int) -> None:
+        if self.settings.enqueue_rate_limit == 0:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.decrby(keys.rate_limit(owner, int(time.time() // 60)), count)
 
     async def _charge_rate_limit(self, owner: str, count: int) -> None:
         limit = self.settings.enqueue_rate_limit
@@ -342,7 +351,9 @@ class ArqService:
             return record  # Redis is down: the history is the best there is.
         raw_result, running, score = state.raw_result, state.running, state.score
         if raw_result:
-            outcome = outcome_from_result(deserialize(raw_result), record)
+            outcome = outcome_from_result(
+                deserialize(raw_result), aborted_by=record.abort_requested_by
+            )
             async with self.sessionmaker.begin() as session:
                 await history.mark_finished(
                     session,

@@ -22,10 +22,10 @@ import contextlib
 import inspect
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
-from collections.abc import Coroutine
 from typing import Any
 
 import arq.worker as arq_worker
@@ -37,7 +37,7 @@ from src.arq.config import ArqSettings
 from src.arq.outcome import ms_to_datetime, now_ms
 from src.arq.queue import JobQueue
 from src.arq.reconcile import reconcile
-from src.arq.recording import HISTORY_ERRORS, record_end, record_start
+from src.arq.recording import HISTORY_ERRORS, HistoryWriter
 from src.arq.registry import TaskRegistry
 from src.arq.serialization import deserialize, serialize
 from src.arq.service import WORKER_HEARTBEAT_SECONDS
@@ -202,18 +202,31 @@ class JobWorker(_ArqWorker):
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """Aborted before start, out of tries, expired: record these endings too."""
         await super().finish_failed_job(job_id, result_data)
-        if "sessionmaker" in self.ctx:
-            await record_end(
-                queue=self.queue, sessionmaker=self.ctx["sessionmaker"], job_id=job_id, job_try=None
-            )
+        writer: HistoryWriter | None = self.ctx.get("history_writer")
+        if writer is not None:
+            writer.ended(job_id, None)
 
     async def close(self) -> None:
+        """ARQ's close, except that a job cancelled while ARQ writes its ending does not make
+        the worker exit with an error (the ending is written; the history catches up)."""
         for task in (self._listener, self._reconciler):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await super().close()
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        outcomes = await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                logger.error("a job ended with an error during shutdown", exc_info=outcome)
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
 
 
 # The stock `arq` CLI builds `arq.worker.Worker`; make that ours.
@@ -246,8 +259,10 @@ def worker_options(
             queue_name=arq_settings.queue_name,
             aging_seconds=arq_settings.priority_aging,
         )
+        ctx["history_writer"] = HistoryWriter(
+            queue=ctx["job_queue"], sessionmaker=ctx["sessionmaker"]
+        )
         ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        ctx["pending_records"] = set()
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
         logger.info("worker %s up, tasks: %s", ctx["worker_id"], ", ".join(registry.names()))
 
@@ -257,9 +272,9 @@ def worker_options(
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        pending: set[asyncio.Task[None]] = ctx.get("pending_records", set())
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        writer: HistoryWriter | None = ctx.get("history_writer")
+        if writer is not None:
+            await writer.close()
         if "worker_id" in ctx:
             with contextlib.suppress(RedisError, OSError):
                 await ctx["redis"].zrem(keys.workers_set(arq_settings.queue_name), ctx["worker_id"])
@@ -275,50 +290,14 @@ def worker_options(
                 logger.debug("worker heartbeat failed", exc_info=True)
             await asyncio.sleep(WORKER_HEARTBEAT_SECONDS)
 
-    def track(ctx: dict[str, Any], record: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run a history write as its own task, which on_shutdown waits for."""
-        task = asyncio.create_task(record)
-        pending: set[asyncio.Task[None]] = ctx["pending_records"]
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        return task
-
+    # The job hooks only hand records to the writer: no await in them, so a shutdown's
+    # cancellation can never land inside a hook (ARQ calls on_job_start outside its own error
+    # handling, where it would strand the job).
     async def on_job_start(ctx: dict[str, Any]) -> None:
-        # No await here: ARQ calls this hook outside its own error handling, so a SIGTERM landing
-        # in it would crash the worker and strand the job. The record is written beside the job.
-        ctx["start_recorded"] = track(
-            ctx,
-            record_start(
-                redis=ctx["redis"],
-                sessionmaker=ctx["sessionmaker"],
-                queue_name=arq_settings.queue_name,
-                job_id=ctx["job_id"],
-                job_try=ctx["job_try"],
-                started_at=ms_to_datetime(now_ms()),
-            ),
-        )
-
-    async def end(ctx: dict[str, Any]) -> None:
-        started: asyncio.Task[None] | None = ctx.get("start_recorded")
-        if started is not None:
-            await started  # the ending must land after the start; the start never raises
-        await record_end(
-            queue=ctx["job_queue"],
-            sessionmaker=ctx["sessionmaker"],
-            job_id=ctx["job_id"],
-            job_try=ctx["job_try"],
-        )
+        ctx["history_writer"].started(ctx["job_id"], ctx["job_try"], ms_to_datetime(now_ms()))
 
     async def after_job_end(ctx: dict[str, Any]) -> None:
-        task = track(ctx, end(ctx))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # Only a worker shutdown cancels here, and the job has already ended: let the record
-            # finish (on_shutdown waits for it) rather than crash the worker's close.
-            logger.info(
-                "worker stopping; the record of job %s finishes in the background", ctx["job_id"]
-            )
+        ctx["history_writer"].ended(ctx["job_id"], ctx["job_try"])
 
     return {
         "functions": registry.functions(),
