@@ -30,8 +30,9 @@ class ArqSettings(BaseSettings):
     lease: float = Field(
         15, ge=2, le=600, description="seconds a running job's lease lasts; renewed while it runs"
     )
+    # Bounded so that scores (ready time minus up to three agings) stay far above zero.
     priority_aging: float = Field(
-        3600, gt=0, description="seconds of waiting that outweigh one priority level"
+        3600, gt=0, le=30 * 86400, description="seconds of waiting that outweigh one priority level"
     )
     wake_on_enqueue: bool = Field(True, description="wake idle workers through Redis on enqueue")
     reconcile_interval: float = Field(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import json
 import pathlib
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis as sync_redis
@@ -19,7 +21,8 @@ from src.arq.exceptions import (
     TaskForbidden,
     UnknownTask,
 )
-from src.arq.schemas import JobResultResponse, JobStatus
+from src.arq.queue import JobQueue
+from src.arq.schemas import JobResultResponse, JobStatus, Priority
 from src.arq.service import ArqService, open_arq_service
 from src.auth.schemas import Principal, Role
 from src.config import Settings
@@ -124,3 +127,20 @@ async def test_open_arq_service_for_scripts(
         done = await wait_done(arq_service, job.job_id)
     assert done.result is not None
     assert done.result["message"] == "from a script"
+
+
+async def test_python_api_priority_and_score_bounds(service: ArqService, redis: Any) -> None:
+    jobs = {
+        priority: await service.enqueue_job("add", a=1, _priority=priority)
+        for priority in ("low", "normal", "high", "critical")
+    }
+    scores = {p: await redis.zscore("arq:queue", job.job_id) for p, job in jobs.items()}
+    assert scores["critical"] < scores["high"] < scores["normal"] < scores["low"]
+    # ARQ never runs a score of 0: even the largest aging keeps scores far above it.
+    widest = JobQueue(redis, queue_name="q", aging_seconds=30 * 86400)
+    now = int(time.time() * 1000)
+    assert widest.score(Priority.CRITICAL, run_at_ms=now, now_ms=now) > 10**12
+    for job in jobs.values():
+        assert await redis.pttl(f"arq:job:{job.job_id}") > 86_400_000
+    status = await service.get_job_status(jobs["critical"].job_id)
+    assert status.priority is Priority.CRITICAL
