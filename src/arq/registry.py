@@ -22,6 +22,7 @@ from src.auth.schemas import Role
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 Handler = Callable[[JobContext, ArgsT], Awaitable[Any]]
+WorkerHook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,18 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskSpec] = {}
+        self.startup_hooks: list[WorkerHook] = []
+        self.shutdown_hooks: list[WorkerHook] = []
+
+    def on_worker_startup(self, hook: WorkerHook) -> WorkerHook:
+        """Declare a coroutine that puts a domain's resources (clients, caches) into the worker
+        context at start-up; shutdown hooks run in reverse order."""
+        self.startup_hooks.append(hook)
+        return hook
+
+    def on_worker_shutdown(self, hook: WorkerHook) -> WorkerHook:
+        self.shutdown_hooks.append(hook)
+        return hook
 
     def task(
         self,
@@ -175,6 +188,8 @@ class TaskRegistry:
         combined = TaskRegistry()
         for spec in (*self, *other):
             combined.add(spec)
+        combined.startup_hooks = [*self.startup_hooks, *other.startup_hooks]
+        combined.shutdown_hooks = [*self.shutdown_hooks, *other.shutdown_hooks]
         return combined
 
     def __iter__(self) -> Iterator[TaskSpec]:

@@ -264,9 +264,16 @@ def worker_options(
         )
         ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
+        for hook in registry.startup_hooks:
+            await hook(ctx)
         logger.info("worker %s up, tasks: %s", ctx["worker_id"], ", ".join(registry.names()))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        for hook in reversed(registry.shutdown_hooks):
+            try:
+                await hook(ctx)
+            except Exception:  # one domain's failure must not keep the others open
+                logger.exception("a worker shutdown hook failed")
         heartbeat: asyncio.Task[None] | None = ctx.get("heartbeat")
         if heartbeat is not None:
             heartbeat.cancel()

@@ -79,3 +79,27 @@ def test_serializer_stores_exceptions_as_type_and_message() -> None:
     assert data["s"] == [3]
     with pytest.raises(TypeError):
         serialize({"r": object()})
+
+
+async def test_worker_hooks_of_domains_run_at_start_and_stop(
+    settings: object, arq_settings: object
+) -> None:
+    from src.arq.worker import JobWorker, worker_options
+
+    registry = make_registry()
+    events: list[str] = []
+
+    @registry.on_worker_startup
+    async def open_client(ctx: dict[str, object]) -> None:
+        ctx["client"] = "open"
+        events.append("start")
+
+    @registry.on_worker_shutdown
+    async def close_client(ctx: dict[str, object]) -> None:
+        events.append(f"stop:{ctx['client']}")
+
+    options = worker_options(registry=registry, settings=settings, arq_settings=arq_settings)  # type: ignore[arg-type]
+    worker = JobWorker(**{**options, "burst": True}, handle_signals=False)
+    await worker.async_run()
+    await worker.close()
+    assert events == ["start", "stop:open"]
