@@ -25,7 +25,8 @@ For every poll delay (`--poll-delays`) each variant measures:
 
 * throughput: `--jobs` jobs are queued first, then a worker (`max_jobs`: `--max-jobs`) starts;
   jobs/s counts from the end of the worker's start-up to the end of the last job's `after_job_end`
-  hook (the module's hook writes the job's ending to the history, so that is included);
+  hook and, for the module, until its history writer (`ctx["history_writer"]`, which batches the
+  worker's records) has written every start and ending to the database;
 * round trip: `--round-trips` sequential enqueue-then-wait, the client checking for the ending
   every `--client-poll` seconds (plain arq: `Job.result`; module: `get_job_status`; HTTP: the
   status endpoint). Before each round trip the client pauses for a random part of one poll delay,
@@ -800,6 +801,10 @@ class WorkerRun:
                 await after_job_end(ctx)
             self.ended += 1
             if self.ended == self.target:
+                # The module's hooks hand records to a batching writer: count its writes too.
+                writer = ctx.get("history_writer")
+                if writer is not None:
+                    await writer.flush()
                 self.done_at = time.perf_counter()
                 self.done.set()
 

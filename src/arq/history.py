@@ -230,8 +230,17 @@ async def mark_started_many(session: AsyncSession, rows: Sequence[dict[str, Any]
     await (await session.connection()).execute(statement, list(rows))
 
 
-async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of `{b_id, b_status, b_at, b_tries, b_started, b_result, b_error}`."""
+async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Rows of `{b_id, b_status, b_at, b_tries, b_started, b_result, b_error}`; the ids whose
+    ending this call recorded (a job already finished on record is left alone)."""
+    if not rows:
+        return []
+    ids = [row["b_id"] for row in rows]
+    already = set(
+        await session.scalars(
+            select(JobRecord.job_id).where(JobRecord.job_id.in_(ids), ~_NOT_FINISHED)
+        )
+    )
     complete = [row for row in rows if row["b_status"] == JobStatus.COMPLETE.value]
     other = [row for row in rows if row["b_status"] != JobStatus.COMPLETE.value]
     values: dict[str, Any] = {
@@ -250,6 +259,7 @@ async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any
         )
     if other:
         await connection.execute(update(_jobs).where(*where).values(**values), other)
+    return [job_id for job_id in ids if job_id not in already]
 
 
 async def mark_waiting_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

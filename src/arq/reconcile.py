@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -58,9 +59,12 @@ async def reconcile(
             break
         after = page[-1].job_id
         report.checked += len(page)
-        await _reconcile_page(page, queue, sessionmaker, lease_seconds, report)
+        await _reconcile_page(page, queue, sessionmaker, lease_seconds, grace_seconds, report)
     if report.requeued or report.restored or report.endings_copied:
-        logger.warning(
+        # Lost jobs are worth a warning; endings copied late are routine after a DB hiccup.
+        level = logging.WARNING if report.requeued or report.restored else logging.INFO
+        logger.log(
+            level,
             "reconciled the job history with Redis: %d re-queued, %d restored to the queue, "
             "%d endings copied (of %d checked)",
             len(report.requeued),
@@ -76,32 +80,35 @@ async def _reconcile_page(
     queue: JobQueue,
     sessionmaker: async_sessionmaker[AsyncSession],
     lease_seconds: float,
+    grace_seconds: float,
     report: ReconcileReport,
 ) -> None:
     states = await queue.state([record.job_id for record in page])
     now = now_ms()
     missing_key = keys.missing_since(queue.queue_name)
     to_push: list[QueuedJob] = []
+    endings: list[dict[str, Any]] = []
+    running: list[str] = []
     for record, state in zip(page, states, strict=True):
         if state.raw_result:
             outcome = outcome_from_result(
                 deserialize(state.raw_result), aborted_by=record.abort_requested_by
             )
-            async with sessionmaker.begin() as session:
-                await history.mark_finished(
-                    session,
-                    record.job_id,
-                    status=outcome.status,
-                    at=outcome.finished_at,
-                    tries=outcome.tries,
-                    started_at=outcome.started_at,
-                    result=outcome.result,
-                    error=outcome.error,
-                )
-            report.endings_copied.append(record.job_id)
-            await announce(queue.redis, record.job_id)
+            if now - datetime_to_ms(outcome.finished_at) < grace_seconds * 1000:
+                continue  # just finished: its worker is writing the ending right now
+            endings.append(
+                {
+                    "b_id": record.job_id,
+                    "b_status": outcome.status.value,
+                    "b_at": outcome.finished_at,
+                    "b_tries": outcome.tries,
+                    "b_started": outcome.started_at,
+                    "b_result": outcome.result,
+                    "b_error": outcome.error,
+                }
+            )
         elif state.running:
-            await queue.redis.zrem(missing_key, record.job_id)
+            running.append(record.job_id)
         elif state.job_exists and state.score is not None:
             continue  # waiting in the queue
         elif state.job_exists:
@@ -126,12 +133,19 @@ async def _reconcile_page(
                     job_try=record.tries + 1 if record.tries else None,
                 )
             )
+    if running:
+        await queue.redis.zrem(missing_key, *running)
+    if endings:
+        async with sessionmaker.begin() as session:
+            copied = await history.mark_finished_many(session, endings)
+        report.endings_copied.extend(copied)
+        await announce(queue.redis, *copied)
     if to_push:
         pushed = await queue.push(to_push, now_ms=now)
-        for job, ok in zip(to_push, pushed, strict=True):
-            if ok:
-                report.requeued.append(job.job_id)
-                await queue.redis.zrem(missing_key, job.job_id)
+        requeued = [job.job_id for job, ok in zip(to_push, pushed, strict=True) if ok]
+        report.requeued.extend(requeued)
+        if requeued:
+            await queue.redis.zrem(missing_key, *requeued)
 
 
 async def _missing_long_enough(

@@ -62,6 +62,9 @@ class _NoPriorityDelayLog(logging.Filter):
         return True
 
 
+logging.getLogger("arq.worker").addFilter(_NoPriorityDelayLog())
+
+
 class JobWorker(_ArqWorker):
     """ARQ's worker with strict priorities, wake-ups, leases, outage tolerance, reconciliation."""
 
@@ -83,7 +86,6 @@ class JobWorker(_ArqWorker):
         self._next_renewal = 0.0
         self._next_reconcile = 0.0
         self._redis_down_since: float | None = None
-        logging.getLogger("arq.worker").addFilter(_NoPriorityDelayLog())
 
     @property
     def queue(self) -> JobQueue:
