@@ -1,0 +1,1 @@
+"""VK communities, posts and comments: storage, idempotent bulk upserts and queries."""

@@ -1,0 +1,66 @@
+"""The shapes the comments API speaks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AttachmentOut(BaseModel):
+    """A summary of one attachment: its VK type and, where obvious, a url and a title."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    url: str | None = None
+    title: str | None = None
+
+
+class CommentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    owner_id: int = Field(description="the wall's owner: negative for a community")
+    comment_id: int
+    post_id: int
+    from_id: int | None = Field(description="the author: a user, or a negative community id")
+    date: datetime
+    text: str
+    likes: int
+    reply_to_user: int | None
+    reply_to_comment: int | None
+    parent_comment_id: int | None = Field(
+        description="the thread's top-level comment; null for a top-level comment"
+    )
+    thread_count: int = Field(description="replies in this comment's thread")
+    is_deleted: bool = Field(description="deleted on VK; text is the last one seen")
+    attachments: list[AttachmentOut]
+    first_seen_at: datetime
+    updated_at: datetime
+
+
+class PostOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    owner_id: int = Field(description="the wall's owner: negative for a community")
+    post_id: int
+    from_id: int | None
+    date: datetime
+    text: str
+    comments_count: int
+    likes: int
+    reposts: int
+    views: int | None
+    is_pinned: bool
+    fetched_at: datetime
+    skip_code: int | None = Field(description="VK error code if the comments were skipped")
+    skip_reason: str | None
+
+
+class CommentPage(BaseModel):
+    """One page of comments, newest first, and how many match in all."""
+
+    items: list[CommentOut]
+    total: int
+    limit: int
+    offset: int

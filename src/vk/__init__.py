@@ -1,0 +1,1 @@
+"""VK API client: settings, errors, a Redis-shared rate limiter and the async client."""
