@@ -24,6 +24,7 @@ from src.arq.service import ArqService
 from src.arq.tasks import registry as default_registry
 from src.auth.config import DEVELOPMENT_API_KEY, AuthSettings
 from src.auth.service import Authenticator
+from src.comments.router import router as comments_router
 from src.config import Environment, Settings, configure_logging, get_settings, load
 from src.database import create_engine, create_sessionmaker
 from src.exceptions import AppError
@@ -69,9 +70,10 @@ def create_app(
         if not auth_settings.keys() and auth_settings.jwt_secret is None:
             logger.warning("neither API_KEYS nor JWT_SECRET is set: every request will get 401")
         app.state.authenticator = authenticator
+        app.state.sessionmaker = sessionmaker = create_sessionmaker(engine)
         app.state.arq_service = ArqService(
             redis=redis,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             registry=registry,
             settings=arq_settings,
         )
@@ -88,6 +90,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(build_router(registry))
+    app.include_router(comments_router)
     _add_error_handlers(app)
     return app
 

@@ -33,7 +33,7 @@ async def ping(ctx: JobContext, args: PingArgs) -> dict[str, Any]:
     }
 
 
-# Domain task modules are imported here, so that importing this module declares every task:
-# e.g. `import src.vk.tasks  # noqa: F401` once the VK package exists.
+# Importing a domain's task module declares its tasks on `registry`.
+import src.comments.tasks  # noqa: E402, F401
 
 ALL_TASKS = registry.functions()

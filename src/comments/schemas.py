@@ -64,3 +64,21 @@ class CommentPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class ParseJobData(BaseModel):
+    job_id: str
+    function: str
+    group_id: int | None
+    screen_name: str | None = None
+    limit: int
+    status_url: str
+    result_url: str
+
+
+class ParseJobResponse(BaseModel):
+    """The job accepted to parse a community (the seed's shape)."""
+
+    success: bool = True
+    message: str
+    data: ParseJobData

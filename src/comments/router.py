@@ -1,0 +1,123 @@
+"""REST API of the comments pipeline: `/api/v1/comments/*`.
+
+Comments are public VK data: any authenticated caller may read them. The parse jobs follow the
+job API's rules (they belong to whoever started them).
+"""
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from src.arq.dependencies import ArqServiceDep
+from src.arq.schemas import EnqueueRequest
+from src.auth.dependencies import PrincipalDep
+from src.comments import service
+from src.comments.dependencies import SessionDep
+from src.comments.exceptions import CommentNotFound
+from src.comments.schemas import CommentOut, CommentPage, ParseJobData, ParseJobResponse
+
+router = APIRouter(prefix="/api/v1/comments", tags=["comments"])
+
+COMMENT_REF = re.compile(r"^(-?\d{1,19})_(\d{1,19})$")
+
+
+@router.post(
+    "/parse/vk/async",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ParseJobResponse,
+    responses={401: {"description": "No valid credential"}, 422: {"description": "Bad input"}},
+)
+async def parse_vk_async(
+    arq_service: ArqServiceDep,
+    principal: PrincipalDep,
+    group_id: Annotated[int | None, Query(gt=0, description="the community's id")] = None,
+    screen_name: Annotated[
+        str | None, Query(max_length=64, description="or its short name")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="newest posts to read")] = 100,
+    since: Annotated[datetime | None, Query(description="only posts from this time on")] = None,
+) -> ParseJobResponse:
+    """Queue `parse_vk_comments`: fetch a community's posts and all their comments."""
+    kwargs = {"group_id": group_id, "screen_name": screen_name, "limit": limit, "since": since}
+    job = await arq_service.enqueue(
+        EnqueueRequest(
+            function_name="parse_vk_comments",
+            kwargs={key: value for key, value in kwargs.items() if value is not None},
+        ),
+        principal=principal,
+    )
+    target = f"community {group_id}" if group_id is not None else f"community {screen_name!r}"
+    return ParseJobResponse(
+        message=f"parsing of {target} queued",
+        data=ParseJobData(
+            job_id=job.job_id,
+            function=job.function,
+            group_id=group_id,
+            screen_name=screen_name,
+            limit=limit,
+            status_url=job.status_url,
+            result_url=job.result_url,
+        ),
+    )
+
+
+@router.get("", response_model=CommentPage, responses={401: {"description": "No credential"}})
+async def list_comments(
+    session: SessionDep,
+    principal: PrincipalDep,
+    group_id: Annotated[int | None, Query(gt=0, description="the community's id")] = None,
+    post_id: Annotated[int | None, Query(gt=0)] = None,
+    since: Annotated[datetime | None, Query(description="comments from this time on")] = None,
+    until: Annotated[datetime | None, Query(description="comments before this time")] = None,
+    q: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="text contains")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> CommentPage:
+    """Stored comments, newest first, filtered by community, post, period and text."""
+    rows, total = await service.list_comments(
+        session,
+        owner_id=-group_id if group_id is not None else None,
+        post_id=post_id,
+        since=since,
+        until=until,
+        q=q,
+        limit=limit,
+        offset=offset,
+    )
+    return CommentPage(
+        items=[CommentOut.model_validate(row) for row in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/{comment_ref}",
+    response_model=CommentOut,
+    responses={404: {"description": "No such comment"}, 401: {"description": "No credential"}},
+)
+async def get_comment(
+    session: SessionDep,
+    principal: PrincipalDep,
+    comment_ref: Annotated[
+        str,
+        Path(
+            pattern=COMMENT_REF.pattern,
+            description="`{owner_id}_{comment_id}` as VK writes it, e.g. `-1_25`",
+        ),
+    ],
+) -> CommentOut:
+    """One stored comment."""
+    match = COMMENT_REF.match(comment_ref)
+    assert match is not None  # the path pattern checked it
+    comment = await service.get_comment(
+        session, owner_id=int(match.group(1)), comment_id=int(match.group(2))
+    )
+    if comment is None:
+        raise CommentNotFound(comment_ref)
+    return CommentOut.model_validate(comment)
