@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import subprocess
 from typing import Any
 
 import httpx
@@ -11,9 +13,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.comments.models import Comment, Post
-from tests.arq.helpers import API, wait_for
+from src.config import Settings
+from tests.arq.helpers import API, status, wait_for
+from tests.arq.test_worker_process import ARQ, ROOT, worker_env
 from tests.conftest import WorkerHandle, headers
-from tests.vk.fake_server import TOKEN, Error, FakeVK, community_with_posts
+from tests.vk.fake_server import TOKEN, Error, FakeVK, Sleep, community_with_posts
 
 PARSE = "/api/v1/comments/parse/vk/async"
 
@@ -165,3 +169,90 @@ async def test_parse_endpoint_validates_input(client: httpx.AsyncClient) -> None
     assert missing.status_code == 404
     bad = await client.get("/api/v1/comments/abc", headers=headers("alice"))
     assert bad.status_code == 422
+
+
+async def test_abort_mid_parse_leaves_whole_posts_and_a_rerun_completes(
+    client: httpx.AsyncClient,
+    fake_vk: FakeVK,
+    worker_handle: WorkerHandle,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    fake_vk.add(community_with_posts(60, 3, 0, community_id=11))
+    fake_vk.fail("execute", *[Sleep(0.4)] * 10)  # slow VK: the job takes seconds
+    await worker_handle.start()
+    job_id = (await parse(client, group_id=11))["data"]["job_id"]
+    for _ in range(200):
+        current = await status(client, job_id)
+        if current["progress"] > 0:
+            break
+        await asyncio.sleep(0.02)
+    assert current["message"] == "post 25 of 60"
+    aborted = await client.delete(f"{API}/abort/{job_id}", headers=headers("alice"))
+    assert aborted.json()["status"] == "aborted"
+    stored = await count(sessionmaker, Comment, owner_id=-11)
+    assert stored in (75, 150)  # whole batches of 25 posts, 3 comments each
+    rerun = await wait_for(client, (await parse(client, group_id=11))["data"]["job_id"], timeout=30)
+    assert rerun["status"] == "complete"
+    assert rerun["result"]["comments_inserted"] == 180 - stored
+    assert await count(sessionmaker, Comment, owner_id=-11) == 180
+
+
+async def test_job_retried_after_vk_trouble_continues_where_it_stopped(
+    client: httpx.AsyncClient,
+    fake_vk: FakeVK,
+    worker_handle: WorkerHandle,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """VK keeps failing mid-parse: the job retries and does not fetch stored posts again."""
+    monkeypatch.setenv("VK_MAX_RETRIES", "2")
+    fake_vk.add(community_with_posts(30, 2, 0, community_id=12))
+    # The second batch of posts hits "too many requests" until the client's retries give up.
+    fake_vk.fail("execute", Sleep(0), *[6] * 4)
+    await worker_handle.start()
+    done = await wait_for(client, (await parse(client, group_id=12))["data"]["job_id"], timeout=60)
+    assert done["status"] == "complete", done
+    assert done["tries"] == 2
+    assert done["result"]["posts_resumed"] == 25
+    assert done["result"]["posts_done"] == 30
+    assert await count(sessionmaker, Comment, owner_id=-12) == 60
+
+
+async def test_two_worker_processes_share_one_request_budget(
+    client: httpx.AsyncClient, fake_vk: FakeVK, settings: Settings
+) -> None:
+    fake_vk.add(community_with_posts(100, 1, 0, community_id=21))
+    fake_vk.add(community_with_posts(100, 1, 0, community_id=22))
+    env = {
+        **worker_env(settings),
+        "VK_TOKEN": TOKEN,
+        "VK_API_URL": fake_vk.url,
+        "VK_REQUESTS_PER_SECOND": "3",
+    }
+    workers = [
+        subprocess.Popen(
+            [ARQ, "tests.worker_settings.WorkerSettings"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    try:
+        jobs = [(await parse(client, group_id=group))["data"]["job_id"] for group in (21, 22)]
+        # Poll gently: the fake server shares this event loop and stamps requests when it
+        # handles them, so a busy loop would bunch its timestamps together.
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            results = [await status(client, job_id) for job_id in jobs]
+            if all(r["status"] in ("complete", "failed", "aborted") for r in results):
+                break
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(20)
+    assert [r["status"] for r in results] == ["complete", "complete"]
+    assert len(fake_vk.requests) >= 12
+    assert fake_vk.max_per_second() <= 3
+    assert not [r for r in fake_vk.requests if r.error == 6]
