@@ -79,6 +79,9 @@ class CommunityParser:
         self.done_key = f"vkp:parse:done:{job_id}"
         self.progress = progress
         self.batch = client.settings.execute_batch
+        # Requests in flight at once: VK's latency need not eat into the token's budget, which
+        # the shared limiter enforces however many are in flight.
+        self.concurrency = max(1, min(8, int(client.settings.requests_per_second)))
 
     async def run(
         self,
@@ -139,7 +142,7 @@ class CommunityParser:
             posts_call(owner_id, offset, min(MAX_COUNT, wanted - offset))
             for offset in range(len(posts), wanted, MAX_COUNT)
         ]
-        for page in await self.client.execute_calls(calls):
+        for page in await self.client.execute_calls(calls, concurrency=self.concurrency):
             if isinstance(page, VKError):
                 raise page
             posts.extend(page.get("items", []))
@@ -158,7 +161,7 @@ class CommunityParser:
 
         # Round 1: the first page of each post (it says how many top-level comments there are).
         first_pages = await self.client.execute_calls(
-            [comments_call(owner_id, post_id) for post_id in ids]
+            [comments_call(owner_id, post_id) for post_id in ids], concurrency=self.concurrency
         )
         more: list[tuple[int, Call]] = []
         for post_id, page in zip(ids, first_pages, strict=True):
@@ -227,7 +230,9 @@ class CommunityParser:
         wanted = [(post_id, call) for post_id, call in calls if post_id not in skipped]
         if not wanted:
             return
-        pages = await self.client.execute_calls([call for _, call in wanted])
+        pages = await self.client.execute_calls(
+            [call for _, call in wanted], concurrency=self.concurrency
+        )
         for (post_id, _), page in zip(wanted, pages, strict=True):
             if isinstance(page, VKError):
                 skipped[post_id] = _skippable(page)
