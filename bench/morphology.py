@@ -24,7 +24,6 @@ Cases:
 """
 
 # Russian vocabulary: Cyrillic letters that look like Latin ones are meant.
-# ruff: noqa: RUF001
 
 from __future__ import annotations
 

@@ -27,3 +27,13 @@ class VKNotConfigured(CommentsError):
 
     def __init__(self) -> None:
         super().__init__("VK_TOKEN is not set for the workers: they cannot call the VK API")
+
+
+class AnalysisNotFound(CommentsError):
+    status_code = 404
+
+    def __init__(self, comment_ref: str) -> None:
+        super().__init__(
+            f"comment {comment_ref!r} has not been analysed yet "
+            "(POST /api/v1/comments/analyze/async)"
+        )

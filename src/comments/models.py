@@ -93,3 +93,21 @@ class Comment(Base):
             postgresql_ops={"search_text": "gin_trgm_ops"},
         ),
     )
+
+
+class CommentAnalysis(Base):
+    """The morphology of one stored comment, computed once (again when its text changes)."""
+
+    __tablename__ = "comment_analyses"
+
+    owner_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    comment_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # The text analysed: a later edit on VK makes the stored analysis stale.
+    text_hash: Mapped[str] = mapped_column(String(64))
+    word_count: Mapped[int] = mapped_column(Integer)
+    has_cyrillic: Mapped[bool] = mapped_column(Boolean)
+    # {"lemma": count}, {"POS": count}, and the lemmas in order (for keywords and phrases)
+    lemma_counts: Mapped[dict[str, int]] = mapped_column(JSONType)
+    pos_counts: Mapped[dict[str, int]] = mapped_column(JSONType)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    analyzed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)

@@ -6,17 +6,28 @@ job API's rules (they belong to whoever started them).
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, status
 
 from src.arq.dependencies import ArqServiceDep
 from src.arq.schemas import EnqueueRequest
+from src.arq.service import ArqService
 from src.auth.dependencies import PrincipalDep
+from src.auth.schemas import Principal
 from src.comments import service
+from src.comments.analysis import get_analysis, text_hash
 from src.comments.dependencies import SessionDep
-from src.comments.exceptions import CommentNotFound
-from src.comments.schemas import CommentOut, CommentPage, ParseJobData, ParseJobResponse
+from src.comments.exceptions import AnalysisNotFound, CommentNotFound
+from src.comments.schemas import (
+    AnalysisOut,
+    CommentOut,
+    CommentPage,
+    JobAcceptedData,
+    JobAcceptedResponse,
+    ParseJobData,
+    ParseJobResponse,
+)
 
 router = APIRouter(prefix="/api/v1/comments", tags=["comments"])
 
@@ -63,6 +74,87 @@ async def parse_vk_async(
     )
 
 
+async def _queue(
+    arq_service: ArqService, principal: Principal, function: str, params: dict[str, Any]
+) -> JobAcceptedResponse:
+    kwargs = {key: value for key, value in params.items() if value is not None}
+    job = await arq_service.enqueue(
+        EnqueueRequest(function_name=function, kwargs=kwargs), principal=principal
+    )
+    return JobAcceptedResponse(
+        message=f"{function} queued",
+        data=JobAcceptedData(
+            job_id=job.job_id,
+            function=job.function,
+            status_url=job.status_url,
+            result_url=job.result_url,
+            params=kwargs,
+        ),
+    )
+
+
+def _refs(comment_ids: str | None) -> list[str] | None:
+    if comment_ids is None:
+        return None
+    return [ref.strip() for ref in comment_ids.split(",") if ref.strip()]
+
+
+CommentIds = Annotated[
+    str | None,
+    Query(
+        max_length=30_000,
+        description="comma-separated `{owner_id}_{comment_id}` references, e.g. `-1_25,-1_26`",
+    ),
+]
+
+
+@router.post(
+    "/analyze/async",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAcceptedResponse,
+    responses={401: {"description": "No valid credential"}, 422: {"description": "Bad input"}},
+)
+async def analyze_async(
+    arq_service: ArqServiceDep,
+    principal: PrincipalDep,
+    comment_ids: CommentIds = None,
+    analysis_type: Annotated[
+        Literal["morphology", "keywords"], Query(description="what to compute")
+    ] = "morphology",
+) -> JobAcceptedResponse:
+    """Queue `analyze_text_morphology` (stored per comment) or `extract_keywords` for comments."""
+    function = "analyze_text_morphology" if analysis_type == "morphology" else "extract_keywords"
+    return await _queue(arq_service, principal, function, {"comment_ids": _refs(comment_ids)})
+
+
+@router.post(
+    "/keywords/async",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAcceptedResponse,
+    responses={401: {"description": "No valid credential"}, 422: {"description": "Bad input"}},
+)
+async def keywords_async(
+    arq_service: ArqServiceDep,
+    principal: PrincipalDep,
+    group_id: Annotated[int | None, Query(gt=0)] = None,
+    post_id: Annotated[int | None, Query(gt=0)] = None,
+    comment_ids: CommentIds = None,
+    top_n: Annotated[int, Query(ge=1, le=200)] = 20,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> JobAcceptedResponse:
+    """Queue `extract_keywords` for a community (or one post, or a period) or for comments."""
+    params = {
+        "group_id": group_id,
+        "post_id": post_id,
+        "comment_ids": _refs(comment_ids),
+        "top_n": top_n,
+        "since": since,
+        "until": until,
+    }
+    return await _queue(arq_service, principal, "extract_keywords", params)
+
+
 @router.get("", response_model=CommentPage, responses={401: {"description": "No credential"}})
 async def list_comments(
     session: SessionDep,
@@ -94,6 +186,31 @@ async def list_comments(
         limit=limit,
         offset=offset,
     )
+
+
+@router.get(
+    "/{comment_ref}/analysis",
+    response_model=AnalysisOut,
+    responses={404: {"description": "No such comment, or not analysed yet"}},
+)
+async def comment_analysis(
+    session: SessionDep,
+    principal: PrincipalDep,
+    comment_ref: Annotated[str, Path(pattern=COMMENT_REF.pattern)],
+) -> AnalysisOut:
+    """The stored morphology of a comment (see `analyze/async`)."""
+    match = COMMENT_REF.match(comment_ref)
+    assert match is not None  # the path pattern checked it
+    owner_id, comment_id = int(match.group(1)), int(match.group(2))
+    comment = await service.get_comment(session, owner_id=owner_id, comment_id=comment_id)
+    if comment is None:
+        raise CommentNotFound(comment_ref)
+    analysis = await get_analysis(session, owner_id=owner_id, comment_id=comment_id)
+    if analysis is None:
+        raise AnalysisNotFound(comment_ref)
+    out = AnalysisOut.model_validate(analysis)
+    out.stale = analysis.text_hash != text_hash(comment.text)
+    return out
 
 
 @router.get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,3 +83,35 @@ class ParseJobResponse(BaseModel):
     success: bool = True
     message: str
     data: ParseJobData
+
+
+class JobAcceptedData(BaseModel):
+    job_id: str
+    function: str
+    status_url: str
+    result_url: str
+    params: dict[str, Any]
+
+
+class JobAcceptedResponse(BaseModel):
+    """A queued analysis job (the seed's shape, with the job's parameters)."""
+
+    success: bool = True
+    message: str
+    data: JobAcceptedData
+
+
+class AnalysisOut(BaseModel):
+    """The stored morphology of one comment."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    owner_id: int
+    comment_id: int
+    word_count: int
+    has_cyrillic: bool
+    lemma_counts: dict[str, int]
+    pos_counts: dict[str, int]
+    details: dict[str, Any]
+    analyzed_at: datetime
+    stale: bool = Field(False, description="the comment's text changed since it was analysed")

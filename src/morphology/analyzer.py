@@ -12,7 +12,6 @@ pymorphy3 treats "е" and "ё" alike: "елка" and "ёлка" both give the le
 """
 
 # Russian examples in docstrings and comments: Cyrillic letters that look like Latin are meant.
-# ruff: noqa: RUF002, RUF003
 
 from __future__ import annotations
 

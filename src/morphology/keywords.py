@@ -21,7 +21,6 @@ Documents are consumed once, as they come: memory holds counters, never the docu
 """
 
 # Russian text is this module's subject: Cyrillic letters that look like Latin ones are meant.
-# ruff: noqa: RUF001, RUF002
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ and `<br>` → newline (VK still returns both in older texts), stress marks remo
 """
 
 # Russian text is this module's subject: Cyrillic letters that look like Latin ones are meant.
-# ruff: noqa: RUF001, RUF002, RUF003
 
 from __future__ import annotations
 

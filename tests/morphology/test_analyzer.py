@@ -1,7 +1,5 @@
 """Lemmas, POS and grammemes of real Russian text; the bounded cache; input errors."""
 
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import json

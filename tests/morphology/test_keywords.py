@@ -1,7 +1,5 @@
 """Keywords: TF-IDF against a background, plain counts without, phrases, stop words."""
 
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,7 +1,5 @@
 """Tokenising VK comments: mentions, links, hashtags, emoji, hyphens, Latin, numbers, offsets."""
 
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import random
