@@ -164,3 +164,25 @@ async def test_bad_analysis_input_is_rejected_at_enqueue(client: httpx.AsyncClie
     no_ids = await client.post("/api/v1/comments/analyze/async", headers=headers("alice"))
     assert no_ids.status_code == 422
     assert (await client.get(f"{API}/jobs", headers=headers("alice"))).json()["total"] == 0
+
+
+async def test_ten_megabyte_text_is_refused_with_the_limit(client: httpx.AsyncClient) -> None:
+    response = await enqueue(
+        client, "analyze_text_morphology", kwargs={"text": "слово " * 1_750_000}
+    )
+    assert response.status_code == 422
+    error = response.json()["errors"][0]
+    assert error["loc"][-1] == "text"
+    assert "100000" in error["msg"]
+
+
+async def test_text_without_cyrillic_is_analysed_and_flagged(
+    client: httpx.AsyncClient, worker: Any
+) -> None:
+    job_id = (
+        await enqueue(client, "analyze_text_morphology", kwargs={"text": "hello world 2026 🙂"})
+    ).json()["job_id"]
+    done = await wait_for(client, job_id)
+    assert done["status"] == "complete"
+    assert done["result"]["has_cyrillic"] is False
+    assert done["result"]["numbers"] == ["2026"]
