@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, case, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Table, case, func, literal_column, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -196,6 +196,7 @@ async def _upsert(
     """
     counts = UpsertCounts()
     owner_column, key_column = table.c.owner_id, table.c[key]
+    postgres = session.get_bind().dialect.name == "postgresql"
     # One statement with bound parameters, run for many rows at once (SQLAlchemy batches them
     # into multi-row INSERTs and caches the compiled form); a statement with the values inlined
     # would be compiled anew for every chunk, which costs more than the database's work.
@@ -205,18 +206,28 @@ async def _upsert(
         index_elements=[owner_column, key_column],
         set_={**new_values, stamp: statement.excluded[stamp]},
         where=or_(*(table.c[name].is_distinct_from(v) for name, v in new_values.items())),
-    ).returning(key_column)
+    )
+    if postgres:
+        # xmax = 0 marks a row this statement inserted (not one it updated): no lookup needed.
+        statement = statement.returning(key_column, literal_column("xmax = 0").label("inserted"))
+    else:
+        statement = statement.returning(key_column)
     for chunk in _chunks(rows):
+        if postgres:
+            written = (await session.execute(statement, list(chunk))).all()
+            inserted = sum(1 for row in written if row.inserted)
+            counts += UpsertCounts(inserted, len(written) - inserted, len(chunk) - len(written))
+            continue
+        # SQLite: which keys exist decides inserted vs updated among the rows returned.
         ids = [row[key] for row in chunk]
-        # Which keys exist decides inserted vs updated among the rows the upsert returns.
         existing = set(
             await session.scalars(
                 select(key_column).where(owner_column == owner_id, key_column.in_(ids))
             )
         )
-        written = set((await session.execute(statement, list(chunk))).scalars())
-        updated = len(written & existing)
-        counts += UpsertCounts(len(written) - updated, updated, len(chunk) - len(written))
+        returned = set((await session.execute(statement, list(chunk))).scalars())
+        updated = len(returned & existing)
+        counts += UpsertCounts(len(returned) - updated, updated, len(chunk) - len(returned))
     return counts
 
 
