@@ -4,7 +4,6 @@ Comments are public VK data: any authenticated caller may read them. The parse j
 job API's rules (they belong to whoever started them).
 """
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,7 +15,7 @@ from src.arq.service import ArqService
 from src.auth.dependencies import PrincipalDep
 from src.auth.schemas import Principal
 from src.comments import service
-from src.comments.analysis import get_analysis, text_hash
+from src.comments.analysis import COMMENT_REF, get_analysis, parse_ref, text_hash
 from src.comments.dependencies import SessionDep
 from src.comments.exceptions import AnalysisNotFound, CommentNotFound
 from src.comments.schemas import (
@@ -31,14 +30,17 @@ from src.comments.schemas import (
 
 router = APIRouter(prefix="/api/v1/comments", tags=["comments"])
 
-COMMENT_REF = re.compile(r"^(-?\d{1,19})_(\d{1,19})$")
+QUEUED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid credential"},
+    422: {"description": "Bad input, naming the field"},
+}
 
 
 @router.post(
     "/parse/vk/async",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ParseJobResponse,
-    responses={401: {"description": "No valid credential"}, 422: {"description": "Bad input"}},
+    responses=QUEUED,
 )
 async def parse_vk_async(
     arq_service: ArqServiceDep,
@@ -112,7 +114,7 @@ CommentIds = Annotated[
     "/analyze/async",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAcceptedResponse,
-    responses={401: {"description": "No valid credential"}, 422: {"description": "Bad input"}},
+    responses=QUEUED,
 )
 async def analyze_async(
     arq_service: ArqServiceDep,
@@ -131,7 +133,7 @@ async def analyze_async(
     "/keywords/async",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAcceptedResponse,
-    responses={401: {"description": "No valid credential"}, 422: {"description": "Bad input"}},
+    responses=QUEUED,
 )
 async def keywords_async(
     arq_service: ArqServiceDep,
@@ -199,9 +201,7 @@ async def comment_analysis(
     comment_ref: Annotated[str, Path(pattern=COMMENT_REF.pattern)],
 ) -> AnalysisOut:
     """The stored morphology of a comment (see `analyze/async`)."""
-    match = COMMENT_REF.match(comment_ref)
-    assert match is not None  # the path pattern checked it
-    owner_id, comment_id = int(match.group(1)), int(match.group(2))
+    owner_id, comment_id = parse_ref(comment_ref)  # the path pattern checked the form
     comment = await service.get_comment(session, owner_id=owner_id, comment_id=comment_id)
     if comment is None:
         raise CommentNotFound(comment_ref)
@@ -230,11 +230,8 @@ async def get_comment(
     ],
 ) -> CommentOut:
     """One stored comment."""
-    match = COMMENT_REF.match(comment_ref)
-    assert match is not None  # the path pattern checked it
-    comment = await service.get_comment(
-        session, owner_id=int(match.group(1)), comment_id=int(match.group(2))
-    )
+    owner_id, comment_id = parse_ref(comment_ref)  # the path pattern checked the form
+    comment = await service.get_comment(session, owner_id=owner_id, comment_id=comment_id)
     if comment is None:
         raise CommentNotFound(comment_ref)
     return CommentOut.model_validate(comment)
