@@ -1,0 +1,1 @@
+"""Administration: outgoing webhook notifications (signed, SSRF-guarded, retried)."""

@@ -1,0 +1,115 @@
+"""Errors of the admin domain (webhook notifications).
+
+None of them ever carries a webhook secret, and webhook URLs appear only as
+`scheme://host[:port]` (their paths and queries often hold tokens).
+"""
+
+from __future__ import annotations
+
+from src.exceptions import AppError
+
+
+class AdminError(AppError):
+    status_code = 400
+
+
+class InvalidWebhookUrl(AdminError):
+    """The URL is not an http(s) URL with a host, or carries credentials."""
+
+    status_code = 422
+
+
+class AddressRefused(InvalidWebhookUrl):
+    """The host resolves to an address webhooks may not reach (private, loopback, ...)."""
+
+    def __init__(self, host: str, address: str, reason: str) -> None:
+        super().__init__(
+            f"refused: {address} is {reason}"
+            + ("" if host == address else f" (the address of {host!r})"),
+            host=host,
+            address=address,
+        )
+        self.host = host
+        self.address = address
+        self.reason = reason
+
+
+class HostUnresolvable(InvalidWebhookUrl):
+    """The webhook's host name does not resolve (now)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"cannot resolve host {host!r}", host=host)
+        self.host = host
+
+
+class InvalidWebhookPayload(AdminError):
+    """The payload cannot be encoded as JSON."""
+
+    status_code = 422
+
+
+class WebhookPayloadTooLarge(AdminError):
+    status_code = 422
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"webhook payload is {size} bytes; at most {limit} are sent",
+            size=size,
+            limit=limit,
+        )
+
+
+class WebhookRejected(AdminError):
+    """The receiver answered a 4xx (or a redirect, never followed): retrying will not help."""
+
+    status_code = 502
+    retryable = False
+
+    def __init__(self, detail: str, *, receiver_status: int, attempts: int) -> None:
+        super().__init__(detail, receiver_status=receiver_status, attempts=attempts)
+        self.receiver_status = receiver_status
+        self.attempts = attempts
+
+
+class WebhookFailed(AdminError):
+    """Every attempt failed transiently (5xx, 429, network error, timeout).
+
+    A job may try again later: `raise RetryLater(str(exc), defer=exc.retry_after)`.
+    """
+
+    status_code = 502
+    retryable = True
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        attempts: int,
+        receiver_status: int | None = None,
+        error: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            detail, attempts=attempts, receiver_status=receiver_status, last_error=error
+        )
+        self.attempts = attempts
+        self.receiver_status = receiver_status
+        self.error = error
+        self.retry_after = retry_after
+
+
+class UnknownTemplate(AdminError):
+    status_code = 422
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown notification template {name!r}; known templates: {', '.join(known)}",
+            errors=[{"loc": ["template"], "msg": f"unknown template {name!r}", "type": "unknown"}],
+            known_templates=known,
+        )
+
+
+class InvalidTemplateContext(AdminError):
+    """A template's context lacks a value it needs."""
+
+    status_code = 422
