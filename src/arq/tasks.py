@@ -34,6 +34,7 @@ async def ping(ctx: JobContext, args: PingArgs) -> dict[str, Any]:
 
 
 # Importing a domain's task module declares its tasks on `registry`.
+import src.admin.tasks  # noqa: E402
 import src.comments.tasks  # noqa: E402, F401
 
 ALL_TASKS = registry.functions()

@@ -22,6 +22,7 @@ import contextlib
 import inspect
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -52,13 +53,18 @@ _ArqWorker = arq_worker.Worker
 ArqWorker = _ArqWorker
 
 
+_SECRET_ARG = re.compile(r"(\b\w*(?:secret|token|password)\w*=)'[^']*'?", re.IGNORECASE)
+
+
 class _NoPriorityDelayLog(logging.Filter):
-    """ARQ logs `delayed=` from the score, which for priority jobs includes their offset."""
+    """ARQ logs `delayed=` from the score, which for priority jobs includes their offset; and it
+    logs a job's arguments, whose secrets (a webhook's `secret=`) must not reach the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) == 4 and "delayed=" in str(args[3]):
-            record.args = (*args[:3], str(args[3]).split(" delayed=")[0])
+        if isinstance(args, tuple) and len(args) == 4:
+            extra = str(args[3]).split(" delayed=")[0]
+            record.args = (args[0], args[1], _SECRET_ARG.sub(r"\1'***'", str(args[2])), extra)
         return True
 
 

@@ -1,0 +1,72 @@
+"""Admin and system tasks: `send_notification`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from src.admin.config import NotificationSettings
+from src.admin.exceptions import WebhookFailed
+from src.admin.notifications import TEMPLATES, render_template, send_webhook
+from src.arq.context import JobContext
+from src.arq.exceptions import RetryLater
+from src.arq.registry import registry
+from src.config import load
+
+
+class NotificationArgs(BaseModel):
+    """A webhook: a JSON payload (or a named template) POSTed to `url`, signed if `secret`."""
+
+    channel: Literal["webhook"] = "webhook"
+    url: str = Field(
+        max_length=2048,
+        pattern=r"^https?://",
+        description="http(s) URL; private, loopback and link-local addresses are refused",
+        examples=["https://example.org/hooks/vk"],
+    )
+    payload: dict[str, Any] | None = Field(None, description="the JSON body")
+    template: str | None = Field(None, description=f"or one of: {', '.join(TEMPLATES)}")
+    context: dict[str, Any] = Field(default_factory=dict, description="the template's values")
+    secret: str | None = Field(
+        None, min_length=16, max_length=256, description="HMAC-SHA256 key for X-Signature"
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        if value is not None and value not in TEMPLATES:
+            raise ValueError(f"unknown template; known: {', '.join(TEMPLATES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> Self:
+        if (self.payload is None) == (self.template is None):
+            raise ValueError("give either payload or template")
+        return self
+
+
+@registry.on_worker_startup
+async def load_notification_settings(ctx: dict[str, Any]) -> None:
+    ctx["notify_settings"] = load(NotificationSettings)
+
+
+@registry.task(args=NotificationArgs, timeout=300)
+async def send_notification(ctx: JobContext, args: NotificationArgs) -> dict[str, Any]:
+    """POST a JSON webhook; retried with backoff on 5xx and network errors, not on 4xx."""
+    settings: NotificationSettings = ctx["notify_settings"]  # type: ignore[typeddict-item]
+    payload = (
+        args.payload
+        if args.payload is not None
+        else render_template(args.template or "", args.context)
+    )
+    try:
+        report = await send_webhook(args.url, payload, secret=args.secret, settings=settings)
+    except WebhookFailed as exc:
+        raise RetryLater(exc.detail, defer=exc.retry_after) from exc
+    return {
+        "status_code": report.status_code,
+        "attempts": report.attempts,
+        "duration_ms": report.duration_ms,
+        "response": report.response_excerpt,
+    }
