@@ -1,4 +1,4 @@
-"""Admin and system tasks: `send_notification`."""
+"""Admin and system tasks: `send_notification`, `cleanup_old_data`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from src.admin import cleanup
 from src.admin.config import NotificationSettings
 from src.admin.exceptions import WebhookFailed
 from src.admin.notifications import TEMPLATES, render_template, send_webhook
 from src.arq.context import JobContext
 from src.arq.exceptions import RetryLater
 from src.arq.registry import registry
+from src.auth.schemas import Role
 from src.config import load
 
 
@@ -70,3 +72,23 @@ async def send_notification(ctx: JobContext, args: NotificationArgs) -> dict[str
         "duration_ms": report.duration_ms,
         "response": report.response_excerpt,
     }
+
+
+class CleanupArgs(BaseModel):
+    """What counts as old; with `dry_run` (the default) nothing is removed, only counted."""
+
+    older_than_days: int = Field(ge=1, le=36_500, examples=[180])
+    dry_run: bool = True
+    batch_size: int = Field(5000, ge=100, le=50_000)
+
+
+@registry.task(args=CleanupArgs, role=Role.ADMIN, timeout=3600)
+async def cleanup_old_data(ctx: JobContext, args: CleanupArgs) -> dict[str, Any]:
+    """Remove (or count, with dry_run) comments, analyses and finished jobs past a cut-off."""
+    return await cleanup.cleanup_old_data(
+        ctx["sessionmaker"],
+        older_than_days=args.older_than_days,
+        dry_run=args.dry_run,
+        batch_size=args.batch_size,
+        progress=ctx["progress"],
+    )

@@ -157,6 +157,23 @@ async def keywords_async(
     return await _queue(arq_service, principal, "extract_keywords", params)
 
 
+@router.post(
+    "/cleanup/async",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAcceptedResponse,
+    responses={**QUEUED, 403: {"description": "Needs the admin role"}},
+)
+async def cleanup_async(
+    arq_service: ArqServiceDep,
+    principal: PrincipalDep,
+    older_than_days: Annotated[int, Query(ge=1, le=36_500)],
+    dry_run: Annotated[bool, Query(description="count only (the default)")] = True,
+) -> JobAcceptedResponse:
+    """Queue `cleanup_old_data` (admin): comments, analyses and finished jobs past the cut-off."""
+    params = {"older_than_days": older_than_days, "dry_run": dry_run}
+    return await _queue(arq_service, principal, "cleanup_old_data", params)
+
+
 @router.get("", response_model=CommentPage, responses={401: {"description": "No credential"}})
 async def list_comments(
     session: SessionDep,
