@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import src.arq.models  # noqa: F401  (registers the tables)
+from src.admin import models as _admin_models  # noqa: F401
 from src.comments import models as _comments_models  # noqa: F401  (registers the tables)
 from src.config import get_settings
 from src.database import Base, create_engine

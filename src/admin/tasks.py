@@ -1,4 +1,4 @@
-"""Admin and system tasks: `send_notification`, `cleanup_old_data`."""
+"""Admin and system tasks: `send_notification`, `cleanup_old_data`, `update_statistics`."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from src.admin import cleanup
+from src.admin import cleanup, statistics
 from src.admin.config import NotificationSettings
 from src.admin.exceptions import WebhookFailed
 from src.admin.notifications import TEMPLATES, render_template, send_webhook
 from src.arq.context import JobContext
 from src.arq.exceptions import RetryLater
-from src.arq.registry import registry
+from src.arq.registry import Schedule, registry
 from src.auth.schemas import Role
 from src.config import load
 
@@ -92,3 +92,31 @@ async def cleanup_old_data(ctx: JobContext, args: CleanupArgs) -> dict[str, Any]
         batch_size=args.batch_size,
         progress=ctx["progress"],
     )
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+@registry.task(args=NoArgs, role=Role.ADMIN, timeout=1800)
+async def update_statistics(ctx: JobContext, args: NoArgs) -> dict[str, Any]:
+    """Recompute per-community aggregates (comments, authors, last parse, jobs by status)."""
+    async with ctx["sessionmaker"].begin() as session:
+        return await statistics.update_statistics(session)
+
+
+registry.schedule(
+    Schedule("update_statistics", minute=0, enabled=lambda settings: settings.cron_statistics)
+)
+registry.schedule(
+    Schedule(
+        "cleanup_old_data",
+        hour=3,
+        minute=0,
+        kwargs=lambda settings: {
+            "older_than_days": settings.cleanup_retention_days,
+            "dry_run": False,
+        },
+        enabled=lambda settings: settings.cron_cleanup,
+    )
+)

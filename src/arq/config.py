@@ -38,5 +38,10 @@ class ArqSettings(BaseSettings):
     reconcile_interval: float = Field(
         30, ge=0.2, le=3600, description="seconds between history/Redis reconciliations"
     )
+    cron_statistics: bool = Field(True, description="recompute community statistics hourly")
+    cron_cleanup: bool = Field(False, description="remove old data nightly (03:00)")
+    cleanup_retention_days: int = Field(
+        365, ge=1, le=36_500, description="age of data the nightly cleanup removes"
+    )
     retry_backoff: float = Field(1.0, gt=0, description="first retry delay in seconds (doubles)")
     retry_backoff_max: float = Field(300, gt=0, description="longest retry delay in seconds")

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from arq.cron import CronJob
+from arq.cron import cron as arq_cron
 from arq.worker import Function, Retry
 from arq.worker import func as arq_func
 from pydantic import BaseModel, ValidationError
@@ -118,11 +120,23 @@ class TaskSpec:
         return arq_func(run, name=self.name, timeout=self.timeout, max_tries=self.max_tries)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Run task `task` with `kwargs` at `hour`/`minute` (None = every), when `enabled` says so."""
+
+    task: str
+    minute: int | set[int] | None = 0
+    hour: int | set[int] | None = None
+    kwargs: Callable[[Any], dict[str, Any]] = field(default=lambda settings: {})
+    enabled: Callable[[Any], bool] = field(default=lambda settings: True)
+
+
 class TaskRegistry:
     """Name -> `TaskSpec`. Domain packages declare their tasks on one registry."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskSpec] = {}
+        self.schedules: list[Schedule] = []
         self.startup_hooks: list[WorkerHook] = []
         self.shutdown_hooks: list[WorkerHook] = []
 
@@ -131,6 +145,40 @@ class TaskRegistry:
         context at start-up; shutdown hooks run in reverse order."""
         self.startup_hooks.append(hook)
         return hook
+
+    def schedule(self, schedule: Schedule) -> None:
+        """Declare a periodic run (ARQ cron: one run per tick however many workers run)."""
+        self.schedules.append(schedule)
+
+    def cron_jobs(self, settings: Any) -> list[CronJob]:
+        """The enabled schedules as ARQ cron jobs; `settings` is passed to their callables."""
+        jobs = []
+        for schedule in self.schedules:
+            if not schedule.enabled(settings):
+                continue
+            spec = self.get(schedule.task)
+            function = spec.arq_function()
+            values = spec.validate_args([], schedule.kwargs(settings))
+
+            async def run(
+                ctx: dict[str, Any],
+                _run: Any = function.coroutine,
+                _values: dict[str, Any] = values,
+            ) -> Any:
+                return await _run(ctx, **_values)
+
+            jobs.append(
+                arq_cron(
+                    run,
+                    name=f"cron:{spec.name}",
+                    hour=schedule.hour,
+                    minute=schedule.minute,
+                    unique=True,
+                    timeout=spec.timeout,
+                    keep_result=3600,
+                )
+            )
+        return jobs
 
     def on_worker_shutdown(self, hook: WorkerHook) -> WorkerHook:
         self.shutdown_hooks.append(hook)
@@ -189,6 +237,7 @@ class TaskRegistry:
         for spec in (*self, *other):
             combined.add(spec)
         combined.startup_hooks = [*self.startup_hooks, *other.startup_hooks]
+        combined.schedules = [*self.schedules, *other.schedules]
         combined.shutdown_hooks = [*self.shutdown_hooks, *other.shutdown_hooks]
         return combined
 

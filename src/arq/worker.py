@@ -316,6 +316,7 @@ def worker_options(
 
     return {
         "functions": registry.functions(),
+        "cron_jobs": registry.cron_jobs(arq_settings),
         "redis_settings": redis_settings(settings.redis_url, timeout=settings.redis_timeout),
         "queue_name": arq_settings.queue_name,
         "max_jobs": arq_settings.max_jobs,

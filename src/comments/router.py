@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, status
 
+from src.admin.statistics import CommunityStatsOut, list_statistics
 from src.arq.dependencies import ArqServiceDep
 from src.arq.schemas import EnqueueRequest
 from src.arq.service import ArqService
@@ -172,6 +173,17 @@ async def cleanup_async(
     """Queue `cleanup_old_data` (admin): comments, analyses and finished jobs past the cut-off."""
     params = {"older_than_days": older_than_days, "dry_run": dry_run}
     return await _queue(arq_service, principal, "cleanup_old_data", params)
+
+
+@router.get(
+    "/stats",
+    response_model=list[CommunityStatsOut],
+    responses={401: {"description": "No valid credential"}},
+)
+async def community_stats(session: SessionDep, principal: PrincipalDep) -> list[CommunityStatsOut]:
+    """Per-community aggregates as of the last `update_statistics` run (see `computed_at`)."""
+    rows = await list_statistics(session)
+    return [CommunityStatsOut.model_validate(row) for row in rows]
 
 
 @router.get("", response_model=CommentPage, responses={401: {"description": "No credential"}})
