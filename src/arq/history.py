@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.arq.models import JobRecord
+from src.arq.outcome import Outcome
 from src.arq.schemas import FINISHED_STATUSES, JobStatus
 from src.database import JSONType, UTCDateTime
 
@@ -50,25 +51,6 @@ async def remove(session: AsyncSession, job_ids: Iterable[str]) -> None:
 
 _FINISHED_VALUES = [s.value for s in FINISHED_STATUSES]
 _NOT_FINISHED = JobRecord.status.not_in(_FINISHED_VALUES)
-
-
-async def mark_started(session: AsyncSession, job_id: str, *, tries: int, at: datetime) -> None:
-    await session.execute(
-        update(JobRecord)
-        .where(JobRecord.job_id == job_id, _NOT_FINISHED)
-        .values(status=JobStatus.IN_PROGRESS.value, tries=tries, started_at=at)
-    )
-
-
-async def mark_waiting(
-    session: AsyncSession, job_id: str, *, status: JobStatus, tries: int, scheduled_for: datetime
-) -> None:
-    """A job that will run (again): retrying after a failed try, or queued anew."""
-    await session.execute(
-        update(JobRecord)
-        .where(JobRecord.job_id == job_id, _NOT_FINISHED)
-        .values(status=status.value, tries=tries, scheduled_for=scheduled_for)
-    )
 
 
 async def mark_finished(
@@ -214,20 +196,38 @@ _jobs: Table = JobRecord.__table__  # type: ignore[assignment]
 _STILL_OPEN = and_(*(_jobs.c.status != value for value in _FINISHED_VALUES))
 
 
-async def mark_started_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of `{b_id, b_tries, b_at}`."""
+async def _mark_open_many(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], *, status: JobStatus, at_column: str
+) -> None:
+    """Set `status`, `tries` and `at_column` per row on jobs not finished on record."""
     if not rows:
         return
     statement = (
         update(_jobs)
         .where(_jobs.c.job_id == bindparam("b_id"), _STILL_OPEN)
         .values(
-            status=JobStatus.IN_PROGRESS.value,
-            tries=bindparam("b_tries"),
-            started_at=bindparam("b_at"),
+            {"status": status.value, "tries": bindparam("b_tries"), at_column: bindparam("b_at")}
         )
     )
     await (await session.connection()).execute(statement, list(rows))
+
+
+async def mark_started_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of `{b_id, b_tries, b_at}`: jobs a worker started at `b_at`."""
+    await _mark_open_many(session, rows, status=JobStatus.IN_PROGRESS, at_column="started_at")
+
+
+def finished_row(job_id: str, outcome: Outcome) -> dict[str, Any]:
+    """A row for `mark_finished_many` from ARQ's record of the job's ending."""
+    return {
+        "b_id": job_id,
+        "b_status": outcome.status.value,
+        "b_at": outcome.finished_at,
+        "b_tries": outcome.tries,
+        "b_started": outcome.started_at,
+        "b_result": outcome.result,
+        "b_error": outcome.error,
+    }
 
 
 async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -264,18 +264,7 @@ async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any
 
 async def mark_waiting_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of `{b_id, b_tries, b_at}`: jobs ARQ will run again (retrying) at `b_at`."""
-    if not rows:
-        return
-    statement = (
-        update(_jobs)
-        .where(_jobs.c.job_id == bindparam("b_id"), _STILL_OPEN)
-        .values(
-            status=JobStatus.RETRYING.value,
-            tries=bindparam("b_tries"),
-            scheduled_for=bindparam("b_at"),
-        )
-    )
-    await (await session.connection()).execute(statement, list(rows))
+    await _mark_open_many(session, rows, status=JobStatus.RETRYING, at_column="scheduled_for")
 
 
 async def abort_and_priority(

@@ -96,17 +96,7 @@ async def _reconcile_page(
             )
             if now - datetime_to_ms(outcome.finished_at) < grace_seconds * 1000:
                 continue  # just finished: its worker is writing the ending right now
-            endings.append(
-                {
-                    "b_id": record.job_id,
-                    "b_status": outcome.status.value,
-                    "b_at": outcome.finished_at,
-                    "b_tries": outcome.tries,
-                    "b_started": outcome.started_at,
-                    "b_result": outcome.result,
-                    "b_error": outcome.error,
-                }
-            )
+            endings.append(history.finished_row(record.job_id, outcome))
         elif state.running:
             running.append(record.job_id)
         elif state.job_exists and state.score is not None:

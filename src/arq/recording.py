@@ -159,17 +159,7 @@ class HistoryWriter:
                         outcome = outcome_from_result(
                             deserialize(raw_result), aborted_by=aborted_by
                         )
-                        finished.append(
-                            {
-                                "b_id": end.job_id,
-                                "b_status": outcome.status.value,
-                                "b_at": outcome.finished_at,
-                                "b_tries": outcome.tries,
-                                "b_started": outcome.started_at,
-                                "b_result": outcome.result,
-                                "b_error": outcome.error,
-                            }
-                        )
+                        finished.append(history.finished_row(end.job_id, outcome))
                     elif score is not None and end.job_try is not None:
                         # No ending and still queued: ARQ runs it again (a retry, a cancellation).
                         waiting.append(

@@ -17,7 +17,7 @@ import ssl
 import subprocess
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,6 +52,7 @@ from src.admin.notifications import (
     verify,
 )
 from src.config import ConfigError, load
+from tests.servers import serve_app
 
 SECRET = "whsec-0b1e7c4f9a2d6e8f"
 PUBLIC_IP = "93.184.216.34"
@@ -97,40 +97,15 @@ class Receiver:
         return Response(reply.body, status_code=reply.status, headers=reply.headers)
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # Leave SIGINT/SIGTERM to pytest.
-        yield
-
-
 @contextlib.asynccontextmanager
 async def serve(receiver: Receiver, *, tls: TLSFiles | None = None) -> AsyncIterator[Receiver]:
     """Serve `receiver` on a free port of 127.0.0.1 (over TLS with `tls`); sets its url/port."""
     app = Starlette(routes=[Route("/{path:path}", receiver.handle, methods=["GET", "POST"])])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    receiver.port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", http="h11", ws="none",
-        timeout_graceful_shutdown=2,
-        ssl_certfile=tls and str(tls.cert), ssl_keyfile=tls and str(tls.key),
-    )  # fmt: skip
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the webhook receiver stopped at start")
-            await asyncio.sleep(0.005)
-        receiver.url = f"http://127.0.0.1:{receiver.port}/hooks/incoming"
+    tls_config = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
+    async with serve_app(app, **tls_config) as port:
+        receiver.port = port
+        receiver.url = f"http://127.0.0.1:{port}/hooks/incoming"
         yield receiver
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @pytest.fixture

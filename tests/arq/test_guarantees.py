@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import redis as sync_redis
-import uvicorn
 
 from src.arq.config import ArqSettings
 from src.arq.registry import TaskRegistry
@@ -23,6 +21,7 @@ from src.arq.worker import worker_options
 from src.config import Settings
 from tests.arq.helpers import API, at, enqueue, status, wait_for
 from tests.conftest import WorkerHandle, client_for, headers
+from tests.servers import serve_app
 
 
 def make_worker(settings: Settings, registry: TaskRegistry, **overrides: Any) -> WorkerHandle:
@@ -141,26 +140,11 @@ async def test_idle_worker_is_woken_by_enqueue_not_by_its_poll(
 # -- progress over SSE ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def live_url(app: Any) -> AsyncIterator[str]:
     """The app served by a real uvicorn (ASGITransport cannot stream)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_app(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def parse_events(lines: list[str]) -> list[tuple[str, dict[str, Any]]]:

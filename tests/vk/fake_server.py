@@ -14,19 +14,19 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.servers import serve_app
 
 TOKEN = "fake-vk-token-7f3a9c1e5b"
 
@@ -555,40 +555,9 @@ def _paging(params: dict[str, str], *, default_count: int) -> tuple[int, int]:
 # -- serving --------------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # Leave SIGINT/SIGTERM to pytest.
-        yield
-
-
 @contextlib.asynccontextmanager
 async def serve(fake: FakeVK) -> AsyncIterator[FakeVK]:
     """Serve `fake` on a free port of 127.0.0.1 for the duration; sets `fake.url`."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        fake.app,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        http="h11",
-        ws="none",
-        timeout_graceful_shutdown=2,
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the fake VK server stopped at start")
-            await asyncio.sleep(0.005)
+    async with serve_app(fake.app) as port:
         fake.url = f"http://127.0.0.1:{port}/method"
         yield fake
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
