@@ -51,6 +51,8 @@ async def remove(session: AsyncSession, job_ids: Iterable[str]) -> None:
 
 _FINISHED_VALUES = [s.value for s in FINISHED_STATUSES]
 _NOT_FINISHED = JobRecord.status.not_in(_FINISHED_VALUES)
+# Asked for a completion webhook that is not queued yet (the model's partial index).
+_NOTIFY_PENDING = and_(JobRecord.notify_url.is_not(None), JobRecord.notification_job_id.is_(None))
 
 
 async def mark_finished(
@@ -179,6 +181,7 @@ async def requeue(
     record.abort_requested_by = None
     record.abort_requested_at = None
     record.scheduled_for = at
+    record.notification_job_id = None  # the new round's ending gets its own webhook
     await session.flush()
     return True
 
@@ -269,13 +272,48 @@ async def mark_waiting_many(session: AsyncSession, rows: Sequence[dict[str, Any]
 
 async def abort_and_priority(
     session: AsyncSession, job_ids: Sequence[str]
-) -> dict[str, tuple[str | None, str]]:
-    """Who asked to abort each job (if anyone), and its priority."""
+) -> dict[str, tuple[str | None, str, bool]]:
+    """Who asked to abort each job (if anyone), its priority, and whether it wants a
+    completion webhook it has not had yet."""
     if not job_ids:
         return {}
     rows = await session.execute(
-        select(JobRecord.job_id, JobRecord.abort_requested_by, JobRecord.priority).where(
-            JobRecord.job_id.in_(list(job_ids))
-        )
+        select(
+            JobRecord.job_id,
+            JobRecord.abort_requested_by,
+            JobRecord.priority,
+            _NOTIFY_PENDING,
+        ).where(JobRecord.job_id.in_(list(job_ids)))
     )
-    return {job_id: (by, priority) for job_id, by, priority in rows}
+    return {job_id: (by, priority, bool(notify)) for job_id, by, priority, notify in rows}
+
+
+# -- completion webhooks ---------------------------------------------------------------------
+
+
+async def pending_notifications(
+    session: AsyncSession, *, job_ids: Sequence[str] | None, limit: int
+) -> list[JobRecord]:
+    """Finished jobs that asked for a completion webhook not yet queued (of `job_ids`, or
+    any), oldest ending first."""
+    query = select(JobRecord).where(_NOTIFY_PENDING, ~_NOT_FINISHED)
+    if job_ids is not None:
+        if not job_ids:
+            return []
+        query = query.where(JobRecord.job_id.in_(list(job_ids)))
+    rows = await session.scalars(query.order_by(JobRecord.finished_at).limit(limit))
+    return list(rows)
+
+
+async def set_notification_jobs(session: AsyncSession, jobs: dict[str, str]) -> None:
+    """Record `{job id: its send_notification job id}` where none is recorded yet."""
+    if not jobs:
+        return
+    statement = (
+        update(_jobs)
+        .where(_jobs.c.job_id == bindparam("b_id"), _jobs.c.notification_job_id.is_(None))
+        .values(notification_job_id=bindparam("b_notify"))
+    )
+    await (await session.connection()).execute(
+        statement, [{"b_id": job_id, "b_notify": notify} for job_id, notify in jobs.items()]
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,9 +68,12 @@ class HistoryWriter:
         sessionmaker: async_sessionmaker[AsyncSession],
         delay: float = 0.005,
         max_batch: int = 500,
+        notify: Callable[[list[str]], Awaitable[object]] | None = None,
     ) -> None:
         self.queue = queue
         self.sessionmaker = sessionmaker
+        # Called with the jobs whose recorded ending owes a completion webhook.
+        self.notify = notify
         self.delay = delay
         self.max_batch = max_batch
         self._pending: list[_Start | _End] = []
@@ -144,6 +148,7 @@ class HistoryWriter:
             for i, end in enumerate(ends)
         }
         retries: list[tuple[str, float, str]] = []
+        to_notify: list[str] = []
         try:
             async with self.sessionmaker.begin() as session:
                 await history.mark_started_many(
@@ -154,12 +159,16 @@ class HistoryWriter:
                 finished, waiting = [], []
                 for end in ends:
                     raw_result, score = states[end.job_id]
-                    aborted_by, priority = info.get(end.job_id, (None, Priority.NORMAL.value))
+                    aborted_by, priority, notify = info.get(
+                        end.job_id, (None, Priority.NORMAL.value, False)
+                    )
                     if raw_result:
                         outcome = outcome_from_result(
                             deserialize(raw_result), aborted_by=aborted_by
                         )
                         finished.append(history.finished_row(end.job_id, outcome))
+                        if notify:
+                            to_notify.append(end.job_id)
                     elif score is not None and end.job_try is not None:
                         # No ending and still queued: ARQ runs it again (a retry, a cancellation).
                         waiting.append(
@@ -183,3 +192,9 @@ class HistoryWriter:
         except (RedisError, OSError):
             logger.warning("could not restore the priority of %d retried job(s)", len(retries))
         await announce(redis, *{record.job_id for record in batch})
+        if to_notify and self.notify is not None:
+            try:
+                await self.notify(to_notify)
+            except (RedisError, *HISTORY_ERRORS):
+                # The worker's periodic sweep queues them later.
+                logger.warning("could not queue %d completion webhook(s)", len(to_notify))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 
@@ -69,6 +70,41 @@ class EnqueueRequest(BaseModel):
     priority: Priority = Field(
         Priority.NORMAL, description="ready jobs run highest priority first, FIFO within one"
     )
+    notify_url: str | None = Field(
+        None,
+        max_length=2048,
+        description=(
+            "completion webhook: when the job finishes, its status and result (or error) are"
+            " POSTed here as JSON (`job_finished`) by a `send_notification` job; private,"
+            " loopback and link-local addresses are refused when it is sent"
+        ),
+        examples=["https://example.org/hooks/jobs"],
+    )
+    notify_secret: str | None = Field(
+        None,
+        min_length=16,
+        max_length=256,
+        description="HMAC-SHA256 key: the webhook carries an X-Signature (never shown back)",
+    )
+
+    @field_validator("notify_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise ValueError("not a valid URL") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain credentials (user:password@)")
+        return value
 
     @model_validator(mode="after")
     def _one_defer(self) -> Self:
@@ -76,6 +112,8 @@ class EnqueueRequest(BaseModel):
             raise ValueError("give defer_by or defer_until, not both")
         if self.defer_until is not None and self.defer_until.tzinfo is None:
             raise ValueError("defer_until needs a timezone, e.g. 2026-01-01T12:00:00Z")
+        if self.notify_secret is not None and self.notify_url is None:
+            raise ValueError("notify_secret needs a notify_url")
         return self
 
 
@@ -107,6 +145,10 @@ class JobStatusResponse(BaseModel):
     abort_requested_at: datetime | None = None
     attempts: list[dict[str, Any]] = Field(
         default_factory=list, description="earlier rounds of a job re-queued after failing"
+    )
+    notify_url: str | None = Field(None, description="the completion webhook, if one was asked")
+    notification_job_id: str | None = Field(
+        None, description="the `send_notification` job carrying the completion webhook"
     )
 
 

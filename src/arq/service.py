@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -26,7 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.arq import history, keys
 from src.arq.config import ArqSettings
-from src.arq.exceptions import JobConflict, JobNotFound, RateLimited, TaskForbidden
+from src.arq.exceptions import (
+    InvalidJobArguments,
+    JobConflict,
+    JobNotFound,
+    RateLimited,
+    TaskForbidden,
+)
 from src.arq.models import JobRecord
 from src.arq.outcome import (
     datetime_to_ms,
@@ -69,6 +76,10 @@ WORKER_HEARTBEAT_SECONDS = 5.0
 WORKER_LIVE_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
 # A status stream re-reads the job at least this often, even without a change announced.
 STREAM_POLL_SECONDS = 1.0
+# The task that carries completion webhooks, and the template of their body.
+NOTIFY_TASK = "send_notification"
+NOTIFY_TEMPLATE = "job_finished"
+NOTIFY_PAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,8 @@ class _Prepared:
     priority: Priority
     run_at_ms: int
     status: JobStatus
+    notify_url: str | None = None
+    notify_secret: str | None = None
 
 
 class ArqService:
@@ -113,9 +126,12 @@ class ArqService:
         _defer_until: datetime | None = None,
         _priority: Priority | str = Priority.NORMAL,
         _principal: Principal = SYSTEM,
+        _notify_url: str | None = None,
+        _notify_secret: str | None = None,
         **kwargs: Any,
     ) -> EnqueueResponse:
-        """Python API: `await arq_service.enqueue_job("ping", message="hi")`, validated as REST."""
+        """Python API: `await arq_service.enqueue_job("ping", message="hi")`, validated as REST
+        (`_notify_url`/`_notify_secret`: a completion webhook)."""
         defer_by = _defer_by.total_seconds() if isinstance(_defer_by, timedelta) else _defer_by
         request = EnqueueRequest(
             function_name=function_name,
@@ -125,6 +141,8 @@ class ArqService:
             defer_by=defer_by,
             defer_until=_defer_until,
             priority=Priority(_priority),
+            notify_url=_notify_url,
+            notify_secret=_notify_secret,
         )
         return await self.enqueue(request, principal=_principal)
 
@@ -164,6 +182,17 @@ class ArqService:
         if spec.role is Role.ADMIN and not principal.is_admin:
             raise TaskForbidden(f"task {spec.name!r} needs the admin role")
         kwargs = spec.validate_args(request.args, request.kwargs, loc_prefix=loc)
+        if request.notify_url is not None and NOTIFY_TASK not in self.registry:
+            raise InvalidJobArguments(
+                "notify_url: completion webhooks need the send_notification task",
+                [
+                    {
+                        "loc": [*loc, "notify_url"],
+                        "msg": "completion webhooks need the send_notification task",
+                        "type": "unsupported",
+                    }
+                ],
+            )
         if request.defer_until is not None:
             # A time in the past means "now": ARQ derives key expiry from the score.
             score = max(now_ms, datetime_to_ms(request.defer_until))
@@ -178,6 +207,8 @@ class ArqService:
             priority=request.priority,
             run_at_ms=score,
             status=JobStatus.DEFERRED if score > now_ms else JobStatus.QUEUED,
+            notify_url=request.notify_url,
+            notify_secret=request.notify_secret,
         )
 
     async def _enqueue_prepared(
@@ -185,24 +216,7 @@ class ArqService:
     ) -> list[EnqueueResponse]:
         ids = [item.job_id for item in items]
         await self._charge_rate_limit(principal.owner, len(items))
-        # Millisecond precision, like ARQ's own enqueue and start times, so they compare sanely.
-        enqueued_at = ms_to_datetime(now_ms)
-        rows = [
-            {
-                "job_id": item.job_id,
-                "function": item.spec.name,
-                "queue_name": self.settings.queue_name,
-                "args": item.kwargs,
-                "owner": principal.owner,
-                "priority": item.priority.value,
-                "status": item.status.value,
-                "progress": 0,
-                "tries": 0,
-                "enqueued_at": enqueued_at,
-                "scheduled_for": ms_to_datetime(item.run_at_ms),
-            }
-            for item in items
-        ]
+        rows = [self._history_row(item, owner=principal.owner, now_ms=now_ms) for item in items]
         try:
             async with self.sessionmaker.begin() as session:
                 inserted = await history.insert_new(session, rows)
@@ -237,6 +251,24 @@ class ArqService:
             )
             for item in items
         ]
+
+    def _history_row(self, item: _Prepared, *, owner: str, now_ms: int) -> dict[str, Any]:
+        return {
+            "job_id": item.job_id,
+            "function": item.spec.name,
+            "queue_name": self.settings.queue_name,
+            "args": item.kwargs,
+            "owner": owner,
+            "priority": item.priority.value,
+            "status": item.status.value,
+            "progress": 0,
+            "tries": 0,
+            # Millisecond precision, like ARQ's own enqueue and start times: they compare sanely.
+            "enqueued_at": ms_to_datetime(now_ms),
+            "scheduled_for": ms_to_datetime(item.run_at_ms),
+            "notify_url": item.notify_url,
+            "notify_secret": item.notify_secret,
+        }
 
     async def _conflict(
         self, session: AsyncSession, job_id: str, principal: Principal
@@ -276,17 +308,7 @@ class ArqService:
             raise RateLimited(retry_after=max(1, 60 - int(now % 60)))
 
     async def _push(self, items: list[_Prepared], *, now_ms: int) -> None:
-        jobs = [
-            QueuedJob(
-                job_id=item.job_id,
-                function=item.spec.name,
-                kwargs=item.kwargs,
-                priority=item.priority,
-                run_at_ms=item.run_at_ms,
-                enqueued_ms=now_ms,
-            )
-            for item in items
-        ]
+        jobs = _queued_jobs(items, now_ms=now_ms)
         outcomes = await self.queue.push(jobs, now_ms=now_ms, wake=self.settings.wake_on_enqueue)
         refused = [job.job_id for job, ok in zip(jobs, outcomes, strict=True) if not ok]
         if refused:
@@ -366,6 +388,8 @@ class ArqService:
                     error=outcome.error,
                 )
                 fresh = await history.get(session, job_id)
+            if record.notify_url is not None:
+                await self._dispatch_quietly(job_id)
             return fresh or record
         if running:
             record.status = JobStatus.IN_PROGRESS.value
@@ -467,6 +491,7 @@ class ArqService:
                 error={"type": "JobAborted", "message": f"aborted by {principal.owner}{when}"},
             )
         await announce(self.redis, job_id)
+        await self._dispatch_quietly(job_id)
 
     # -- dead letters ----------------------------------------------------------------------
 
@@ -518,6 +543,79 @@ class ArqService:
             logger.warning("Redis is unreachable: retried job %s waits in the database", job_id)
         await announce(self.redis, job_id)
         return await self.get_job_status(job_id, principal=principal)
+
+    # -- completion webhooks ---------------------------------------------------------------
+
+    async def dispatch_notifications(self, job_ids: Sequence[str] | None = None) -> list[str]:
+        """Queue the completion webhook of every finished job that asked for one and has none
+        queued yet (of `job_ids`, or all of them); the ids of the jobs served.
+
+        Called where endings are recorded (the worker's history writer, an abort, a status read
+        that finds an ending) and by the periodic sweep, which catches what a crash between the
+        ending and this call left behind. The webhook job's id is derived from the ending and is
+        inserted in the transaction that records it, so two callers never send one ending twice.
+        """
+        if NOTIFY_TASK not in self.registry:
+            return []
+        spec = self.registry.get(NOTIFY_TASK)
+        served: list[str] = []
+        while True:
+            async with self.sessionmaker() as session:
+                records = await history.pending_notifications(
+                    session, job_ids=job_ids, limit=NOTIFY_PAGE
+                )
+            if not records:
+                return served
+            await self._queue_notifications(spec, records)
+            served.extend(record.job_id for record in records)
+            if len(records) < NOTIFY_PAGE:
+                return served
+
+    async def _queue_notifications(self, spec: TaskSpec, records: list[JobRecord]) -> None:
+        now = now_ms()
+        chosen: dict[str, str] = {}
+        rows: list[dict[str, Any]] = []
+        items: list[_Prepared] = []
+        for record in records:
+            notify_id = notification_job_id(record)
+            try:
+                kwargs = spec.validate_args([], _notification_kwargs(record))
+            except InvalidJobArguments as exc:
+                # Checked at enqueue, so only a row written by other means gets here; mark it
+                # so the sweep does not read it again and again.
+                logger.warning("job %s: completion webhook not sent: %s", record.job_id, exc)
+                chosen[record.job_id] = "invalid"
+                continue
+            item = _Prepared(
+                spec=spec,
+                job_id=notify_id,
+                kwargs=kwargs,
+                priority=Priority(record.priority),
+                run_at_ms=now,
+                status=JobStatus.QUEUED,
+            )
+            chosen[record.job_id] = notify_id
+            items.append(item)
+            rows.append(self._history_row(item, owner=record.owner, now_ms=now))
+        async with self.sessionmaker.begin() as session:
+            inserted = await history.insert_new(session, rows) if rows else set()
+            await history.set_notification_jobs(session, chosen)
+        jobs = _queued_jobs([item for item in items if item.job_id in inserted], now_ms=now)
+        if jobs:
+            try:
+                await self.queue.push(jobs, now_ms=now, wake=self.settings.wake_on_enqueue)
+            except (RedisError, OSError):
+                # On record all the same: the reconciliation queues them once Redis answers.
+                logger.warning("Redis is unreachable: %d webhook job(s) wait", len(jobs))
+        await announce(self.redis, *chosen)
+
+    async def _dispatch_quietly(self, job_id: str) -> None:
+        """`dispatch_notifications` for one job whose ending was just recorded; a failure is
+        left to the sweep."""
+        try:
+            await self.dispatch_notifications([job_id])
+        except (SQLAlchemyError, RedisError, OSError):
+            logger.warning("could not queue the webhook of job %s; the sweep will", job_id)
 
     # -- live status -----------------------------------------------------------------------
 
@@ -702,4 +800,49 @@ def _status_response(record: JobRecord) -> JobStatusResponse:
         aborted_by=record.abort_requested_by,
         abort_requested_at=record.abort_requested_at,
         attempts=record.attempts or [],
+        notify_url=record.notify_url,
+        notification_job_id=record.notification_job_id,
     )
+
+
+def _queued_jobs(items: list[_Prepared], *, now_ms: int) -> list[QueuedJob]:
+    return [
+        QueuedJob(
+            job_id=item.job_id,
+            function=item.spec.name,
+            kwargs=item.kwargs,
+            priority=item.priority,
+            run_at_ms=item.run_at_ms,
+            enqueued_ms=now_ms,
+        )
+        for item in items
+    ]
+
+
+def notification_job_id(record: JobRecord) -> str:
+    """The id of the webhook job of this ending: the same for every caller, new per round."""
+    finished = record.finished_at.isoformat() if record.finished_at else ""
+    digest = hashlib.sha256(f"{record.job_id}|{finished}".encode()).hexdigest()
+    return f"notify-{digest[:32]}"
+
+
+def _notification_kwargs(record: JobRecord) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "job_id": record.job_id,
+        "function": record.function,
+        "status": record.status,
+        "tries": record.tries,
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+    }
+    if record.error is not None:
+        context["error"] = record.error
+    else:
+        context["result"] = record.result
+    kwargs: dict[str, Any] = {
+        "url": record.notify_url,
+        "template": NOTIFY_TEMPLATE,
+        "context": context,
+    }
+    if record.notify_secret:
+        kwargs["secret"] = record.notify_secret
+    return kwargs

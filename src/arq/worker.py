@@ -41,7 +41,7 @@ from src.arq.reconcile import reconcile
 from src.arq.recording import HISTORY_ERRORS, HistoryWriter
 from src.arq.registry import TaskRegistry
 from src.arq.serialization import deserialize, serialize
-from src.arq.service import WORKER_HEARTBEAT_SECONDS
+from src.arq.service import WORKER_HEARTBEAT_SECONDS, ArqService
 from src.arq.tasks import registry as default_registry
 from src.config import Settings, get_settings, load
 from src.database import create_engine, create_sessionmaker
@@ -202,6 +202,8 @@ class JobWorker(_ArqWorker):
                 sessionmaker=self.ctx["sessionmaker"],
                 lease_seconds=self.settings.lease,
             )
+            # Webhooks owed by endings recorded elsewhere or lost to a crash.
+            await self.ctx["arq_service"].dispatch_notifications()
         except (RedisError, OSError, *HISTORY_ERRORS):
             logger.warning("reconciliation failed; it runs again later", exc_info=True)
 
@@ -267,8 +269,17 @@ def worker_options(
             queue_name=arq_settings.queue_name,
             aging_seconds=arq_settings.priority_aging,
         )
+        # The worker's own handle on the job API: it queues the completion webhooks.
+        ctx["arq_service"] = ArqService(
+            redis=ctx["redis"],
+            sessionmaker=ctx["sessionmaker"],
+            registry=registry,
+            settings=arq_settings,
+        )
         ctx["history_writer"] = HistoryWriter(
-            queue=ctx["job_queue"], sessionmaker=ctx["sessionmaker"]
+            queue=ctx["job_queue"],
+            sessionmaker=ctx["sessionmaker"],
+            notify=ctx["arq_service"].dispatch_notifications,
         )
         ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
