@@ -211,6 +211,23 @@ async def client_for(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.A
             yield http
 
 
+@contextlib.asynccontextmanager
+async def app_and_worker(
+    settings: Settings, *, arq_settings: ArqSettings, auth_settings: AuthSettings
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app and a running in-process worker, both on other settings than the
+    fixtures' (another database, say)."""
+    handle = WorkerHandle(
+        worker_options(registry=test_tasks_registry, settings=settings, arq_settings=arq_settings)
+    )
+    async with client_for(settings, arq_settings=arq_settings, auth_settings=auth_settings) as http:
+        await handle.start()
+        try:
+            yield http
+        finally:
+            await handle.stop()
+
+
 @pytest.fixture
 async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)

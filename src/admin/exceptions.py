@@ -1,7 +1,8 @@
-"""Errors of the admin domain (webhook notifications).
+"""Errors of the admin domain (webhook notifications, database backups).
 
 None of them ever carries a webhook secret, and webhook URLs appear only as
-`scheme://host[:port]` (their paths and queries often hold tokens).
+`scheme://host[:port]` (their paths and queries often hold tokens). Backup errors never carry
+the database URL or its password (pg_dump's messages are scrubbed before they get here).
 """
 
 from __future__ import annotations
@@ -113,3 +114,51 @@ class InvalidTemplateContext(AdminError):
     """A template's context lacks a value it needs."""
 
     status_code = 422
+
+
+class BackupError(AdminError):
+    """A database backup could not be made; no backup file was left behind."""
+
+    status_code = 500
+
+
+class BackupUnsupported(BackupError):
+    """The database cannot be backed up this way (an in-memory SQLite database, say)."""
+
+    status_code = 422
+
+
+class BackupToolMissing(BackupError):
+    """pg_dump is not installed where `BACKUP_PG_DUMP` says."""
+
+    status_code = 503
+
+
+class BackupFailed(BackupError):
+    """The dump or copy failed; `stderr` is pg_dump's message, scrubbed and shortened."""
+
+    status_code = 502
+
+    def __init__(self, detail: str, *, exit_code: int | None = None, stderr: str = "") -> None:
+        super().__init__(detail, exit_code=exit_code, stderr=stderr)
+        self.exit_code = exit_code
+        self.stderr = stderr
+
+
+class BackupTimedOut(BackupError):
+    """The backup took longer than `BACKUP_TIMEOUT`; pg_dump was killed."""
+
+    status_code = 504
+
+    def __init__(self, detail: str, *, timeout: float) -> None:
+        super().__init__(detail, timeout=timeout)
+        self.timeout = timeout
+
+
+class ReportNotFound(AdminError):
+    """No such report, or it is someone else's (the two are not told apart)."""
+
+    status_code = 404
+
+    def __init__(self, report_id: str) -> None:
+        super().__init__(f"report {report_id!r} not found")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.admin import cleanup, statistics
-from src.admin.config import NotificationSettings
+from src.admin import backup, cleanup, reports, statistics
+from src.admin.config import BACKUP_TIMEOUT_MAX, BackupSettings, NotificationSettings
 from src.admin.exceptions import WebhookFailed
 from src.admin.notifications import TEMPLATES, render_template, send_webhook
 from src.arq.context import JobContext
@@ -119,4 +121,82 @@ registry.schedule(
         },
         enabled=lambda settings: settings.cron_cleanup,
     )
+)
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+REPORT_URL = "/api/v1/comments/reports/{report_id}"
+
+
+class ReportArgs(BaseModel):
+    """A community's comments report over a period: `since` inclusive, `until` exclusive."""
+
+    group_id: int = Field(gt=0, description="the community's id", examples=[1])
+    since: datetime | None = Field(None, description="comments from this time on")
+    until: datetime | None = Field(None, description="comments before this time")
+    format: reports.ReportFormat = Field(reports.ReportFormat.JSON, description="the file's format")
+    top_n: int = Field(20, ge=1, le=200, description="authors, posts and keywords listed")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a timezone, e.g. 2026-01-01T00:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _period(self) -> Self:
+        if self.since is not None and self.until is not None:
+            if self.since >= self.until:
+                raise ValueError("since must be before until")
+            if self.until - self.since > timedelta(days=reports.MAX_PERIOD_DAYS):
+                raise ValueError(f"the period is at most {reports.MAX_PERIOD_DAYS} days")
+        return self
+
+
+@registry.task(args=ReportArgs, timeout=1800)
+async def generate_report(ctx: JobContext, args: ReportArgs) -> dict[str, Any]:
+    """Comments by day, top authors, posts and keywords of a community, stored for download."""
+    result = await reports.generate_report(
+        ctx["sessionmaker"],
+        report_id=ctx["job_id"],
+        group_id=args.group_id,
+        since=args.since,
+        until=args.until,
+        report_format=args.format,
+        top_n=args.top_n,
+        params=args.model_dump(mode="json"),
+        # Put there by the comments package's start-up hook (`open_analyzer`).
+        analyzer=ctx.get("morph"),  # type: ignore[arg-type]
+        progress=ctx["progress"],
+    )
+    return {**result, "download_url": REPORT_URL.format(report_id=ctx["job_id"])}
+
+
+# -- database backups -------------------------------------------------------------------------
+# PostgreSQL backups run pg_dump: the worker needs the PostgreSQL client tools (postgresql-client,
+# of at least the server's major version) on its PATH or at BACKUP_PG_DUMP.
+
+
+@registry.on_worker_startup
+async def load_backup_settings(ctx: dict[str, Any]) -> None:
+    ctx["backup_settings"] = load(BackupSettings)
+
+
+@registry.task(args=NoArgs, role=Role.ADMIN, timeout=BACKUP_TIMEOUT_MAX + 300)
+async def backup_database(ctx: JobContext, args: NoArgs) -> dict[str, Any]:
+    """Back up the app's database into BACKUP_DIR, keeping its newest BACKUP_KEEP backups."""
+    # The worker's own engine: the database its jobs use, whichever settings built it.
+    engine: AsyncEngine = ctx["engine"]  # type: ignore[typeddict-item]
+    report = await backup.backup_database(
+        engine.url,
+        settings=ctx["backup_settings"],  # type: ignore[typeddict-item]
+        progress=ctx["progress"],
+    )
+    return report.as_dict()
+
+
+registry.schedule(
+    Schedule("backup_database", hour=2, minute=30, enabled=lambda settings: settings.cron_backup)
 )

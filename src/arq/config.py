@@ -40,6 +40,7 @@ class ArqSettings(BaseSettings):
     )
     cron_statistics: bool = Field(True, description="recompute community statistics hourly")
     cron_cleanup: bool = Field(False, description="remove old data nightly (03:00)")
+    cron_backup: bool = Field(True, description="back up the database nightly (02:30, BACKUP_*)")
     cleanup_retention_days: int = Field(
         365, ge=1, le=36_500, description="age of data the nightly cleanup removes"
     )

@@ -7,11 +7,12 @@ job API's rules (they belong to whoever started them).
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
+from src.admin.reports import ReportFormat, get_report
 from src.admin.statistics import CommunityStatsOut, list_statistics
 from src.arq.dependencies import ArqServiceDep
-from src.arq.schemas import EnqueueRequest
+from src.arq.schemas import JOB_ID_PATTERN, EnqueueRequest
 from src.arq.service import ArqService
 from src.auth.dependencies import PrincipalDep
 from src.auth.schemas import Principal
@@ -173,6 +174,70 @@ async def cleanup_async(
     """Queue `cleanup_old_data` (admin): comments, analyses and finished jobs past the cut-off."""
     params = {"older_than_days": older_than_days, "dry_run": dry_run}
     return await _queue(arq_service, principal, "cleanup_old_data", params)
+
+
+@router.post(
+    "/report/async",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAcceptedResponse,
+    responses=QUEUED,
+)
+async def report_async(
+    arq_service: ArqServiceDep,
+    principal: PrincipalDep,
+    group_id: Annotated[int, Query(gt=0, description="the community's id")],
+    since: Annotated[datetime | None, Query(description="comments from this time on")] = None,
+    until: Annotated[datetime | None, Query(description="comments before this time")] = None,
+    report_format: Annotated[
+        ReportFormat, Query(alias="format", description="the file's format")
+    ] = ReportFormat.JSON,
+    top_n: Annotated[int, Query(ge=1, le=200, description="authors, posts, keywords listed")] = 20,
+) -> JobAcceptedResponse:
+    """Queue `generate_report`; when complete, download it from `reports/{job_id}`."""
+    params = {
+        "group_id": group_id,
+        "since": since,
+        "until": until,
+        "format": report_format,
+        "top_n": top_n,
+    }
+    return await _queue(arq_service, principal, "generate_report", params)
+
+
+# Declared before `/{comment_ref}/analysis`, which `/reports/analysis` would otherwise match.
+@router.get(
+    "/reports/{report_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The report file (an attachment)",
+            "content": {"application/json": {}, "text/csv": {}, "text/html": {}},
+        },
+        401: {"description": "No valid credential"},
+        404: {"description": "No such report, or someone else's"},
+        422: {"description": "Not a report id"},
+    },
+)
+async def download_report(
+    session: SessionDep,
+    principal: PrincipalDep,
+    report_id: Annotated[
+        str, Path(pattern=JOB_ID_PATTERN, description="the id of the `generate_report` job")
+    ],
+) -> Response:
+    """A report made by `report/async`: yours, or anyone's for an admin."""
+    report = await get_report(session, report_id, principal=principal)
+    return Response(
+        content=report.content,
+        media_type=report.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{report.filename}"',
+            "X-Content-Type-Options": "nosniff",
+            # The page needs its inline styles only: no scripts, no requests.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            "Cache-Control": "private, no-cache",
+        },
+    )
 
 
 @router.get(

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.admin.models import Report
 from src.arq.models import JobRecord
 from src.comments import service
 from src.comments.models import Comment, CommentAnalysis
@@ -22,9 +23,28 @@ NOW = datetime.now(UTC)
 
 @pytest.fixture(autouse=True)
 async def data(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-    """4 comments 400 days old (one analysed), 2 recent; jobs: old finished, old running."""
+    """4 comments 400 days old (one analysed), 2 recent; jobs: old finished, old running;
+    reports: one 400 days old, one recent."""
     async with sessionmaker.begin() as session:
-        await session.execute(text("TRUNCATE comments, posts, communities, comment_analyses"))
+        await session.execute(
+            text("TRUNCATE comments, posts, communities, comment_analyses, reports")
+        )
+        for report_id, created in (("old-report", NOW - timedelta(days=400)), ("new-report", NOW)):
+            session.add(
+                Report(
+                    id=report_id,
+                    owner="alice",
+                    group_id=3,
+                    format="json",
+                    params={},
+                    content_type="application/json",
+                    filename="report.json",
+                    size_bytes=2,
+                    content=b"{}",
+                    summary={},
+                    created_at=created,
+                )
+            )
         comments = [
             {
                 "id": i,
@@ -76,7 +96,7 @@ async def counts(sessionmaker: async_sessionmaker[AsyncSession]) -> list[int]:
     async with sessionmaker() as session:
         return [
             int(await session.scalar(select(func.count()).select_from(model)) or 0)
-            for model in (Comment, CommentAnalysis, JobRecord)
+            for model in (Comment, CommentAnalysis, JobRecord, Report)
         ]
 
 
@@ -92,21 +112,24 @@ async def test_dry_run_counts_and_the_real_run_removes(
     dry = await run(client, older_than_days=180)
     assert dry["status"] == "complete", dry
     assert dry["result"]["dry_run"] is True
-    assert (dry["result"]["comments"], dry["result"]["analyses"], dry["result"]["jobs"]) == (
+    counted = [dry["result"][key] for key in ("comments", "analyses", "jobs", "reports")]
+    assert counted == [4, 1, 1, 1]
+    assert await counts(sessionmaker) == [6, 1, 3, 2]  # the dry run's own job is on record too
+
+    real = await run(client, older_than_days=180, dry_run=False)
+    assert real["result"]["dry_run"] is False
+    assert (real["result"]["comments"], real["result"]["jobs"], real["result"]["reports"]) == (
         4,
         1,
         1,
     )
-    assert await counts(sessionmaker) == [6, 1, 3]  # the dry run's own job is on record too
-
-    real = await run(client, older_than_days=180, dry_run=False)
-    assert real["result"]["dry_run"] is False
-    assert (real["result"]["comments"], real["result"]["jobs"]) == (4, 1)
-    comments, analyses, _ = await counts(sessionmaker)
+    comments, analyses, _, _ = await counts(sessionmaker)
     assert (comments, analyses) == (2, 0)
     async with sessionmaker() as session:
         left = set(await session.scalars(select(JobRecord.job_id)))
+        reports = set(await session.scalars(select(Report.id)))
     assert "old-done" not in left and "old-open" in left  # unfinished jobs are kept
+    assert reports == {"new-report"}
 
 
 async def test_cleanup_needs_the_admin_role(client: httpx.AsyncClient) -> None:
