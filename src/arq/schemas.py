@@ -12,6 +12,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 
 
+def check_webhook_url(value: str) -> str:
+    """A completion webhook's URL, stripped; `ValueError` saying what is wrong with it. Where
+    it may point is checked when it is sent (`send_notification` refuses private addresses)."""
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain credentials (user:password@)")
+    return value
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     DEFERRED = "deferred"
@@ -90,21 +108,7 @@ class EnqueueRequest(BaseModel):
     @field_validator("notify_url")
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 (raises on a bad port)
-        except ValueError:
-            raise ValueError("not a valid URL") from None
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("must start with http:// or https://")
-        if not parts.hostname:
-            raise ValueError("has no host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not contain credentials (user:password@)")
-        return value
+        return None if value is None else check_webhook_url(value)
 
     @model_validator(mode="after")
     def _one_defer(self) -> Self:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from src.admin.reports import ReportFormat, get_report
 from src.admin.statistics import CommunityStatsOut, list_statistics
-from src.arq.dependencies import ArqServiceDep
+from src.arq.dependencies import ArqServiceDep, Webhook, WebhookDep
 from src.arq.schemas import JOB_ID_PATTERN, EnqueueRequest
 from src.arq.service import ArqService
 from src.auth.dependencies import PrincipalDep
@@ -47,6 +47,7 @@ QUEUED: dict[int | str, dict[str, Any]] = {
 async def parse_vk_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
+    webhook: WebhookDep,
     group_id: Annotated[int | None, Query(gt=0, description="the community's id")] = None,
     screen_name: Annotated[
         str | None, Query(max_length=64, description="or its short name")
@@ -60,6 +61,8 @@ async def parse_vk_async(
         EnqueueRequest(
             function_name="parse_vk_comments",
             kwargs={key: value for key, value in kwargs.items() if value is not None},
+            notify_url=webhook.url,
+            notify_secret=webhook.secret,
         ),
         principal=principal,
     )
@@ -79,11 +82,21 @@ async def parse_vk_async(
 
 
 async def _queue(
-    arq_service: ArqService, principal: Principal, function: str, params: dict[str, Any]
+    arq_service: ArqService,
+    principal: Principal,
+    webhook: Webhook,
+    function: str,
+    params: dict[str, Any],
 ) -> JobAcceptedResponse:
     kwargs = {key: value for key, value in params.items() if value is not None}
     job = await arq_service.enqueue(
-        EnqueueRequest(function_name=function, kwargs=kwargs), principal=principal
+        EnqueueRequest(
+            function_name=function,
+            kwargs=kwargs,
+            notify_url=webhook.url,
+            notify_secret=webhook.secret,
+        ),
+        principal=principal,
     )
     return JobAcceptedResponse(
         message=f"{function} queued",
@@ -121,6 +134,7 @@ CommentIds = Annotated[
 async def analyze_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
+    webhook: WebhookDep,
     comment_ids: CommentIds = None,
     analysis_type: Annotated[
         Literal["morphology", "keywords"], Query(description="what to compute")
@@ -128,7 +142,8 @@ async def analyze_async(
 ) -> JobAcceptedResponse:
     """Queue `analyze_text_morphology` (stored per comment) or `extract_keywords` for comments."""
     function = "analyze_text_morphology" if analysis_type == "morphology" else "extract_keywords"
-    return await _queue(arq_service, principal, function, {"comment_ids": _refs(comment_ids)})
+    params = {"comment_ids": _refs(comment_ids)}
+    return await _queue(arq_service, principal, webhook, function, params)
 
 
 @router.post(
@@ -140,6 +155,7 @@ async def analyze_async(
 async def keywords_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
+    webhook: WebhookDep,
     group_id: Annotated[int | None, Query(gt=0)] = None,
     post_id: Annotated[int | None, Query(gt=0)] = None,
     comment_ids: CommentIds = None,
@@ -156,7 +172,7 @@ async def keywords_async(
         "since": since,
         "until": until,
     }
-    return await _queue(arq_service, principal, "extract_keywords", params)
+    return await _queue(arq_service, principal, webhook, "extract_keywords", params)
 
 
 @router.post(
@@ -168,12 +184,13 @@ async def keywords_async(
 async def cleanup_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
+    webhook: WebhookDep,
     older_than_days: Annotated[int, Query(ge=1, le=36_500)],
     dry_run: Annotated[bool, Query(description="count only (the default)")] = True,
 ) -> JobAcceptedResponse:
     """Queue `cleanup_old_data` (admin): comments, analyses and finished jobs past the cut-off."""
     params = {"older_than_days": older_than_days, "dry_run": dry_run}
-    return await _queue(arq_service, principal, "cleanup_old_data", params)
+    return await _queue(arq_service, principal, webhook, "cleanup_old_data", params)
 
 
 @router.post(
@@ -185,6 +202,7 @@ async def cleanup_async(
 async def report_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
+    webhook: WebhookDep,
     group_id: Annotated[int, Query(gt=0, description="the community's id")],
     since: Annotated[datetime | None, Query(description="comments from this time on")] = None,
     until: Annotated[datetime | None, Query(description="comments before this time")] = None,
@@ -201,7 +219,7 @@ async def report_async(
         "format": report_format,
         "top_n": top_n,
     }
-    return await _queue(arq_service, principal, "generate_report", params)
+    return await _queue(arq_service, principal, webhook, "generate_report", params)
 
 
 # Declared before `/{comment_ref}/analysis`, which `/reports/analysis` would otherwise match.

@@ -292,3 +292,53 @@ async def test_bad_webhooks_are_refused_at_enqueue(
     assert SECRET not in response.text
     async with sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(JobRecord)) == 0
+
+
+async def test_domain_endpoints_take_the_webhook_in_headers(
+    client: httpx.AsyncClient,
+    receiver: Receiver,  # noqa: F811
+    allow_loopback: None,
+    worker: Any,
+) -> None:
+    response = await client.post(
+        "/api/v1/comments/report/async",
+        params={"group_id": 5},
+        headers={**headers("alice"), "X-Notify-Url": receiver.url, "X-Notify-Secret": SECRET},
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["data"]["job_id"]
+    (body,) = await delivered(receiver)
+    assert (body["job_id"], body["function"], body["status"]) == (
+        job_id,
+        "generate_report",
+        "complete",
+    )
+    assert body["result"]["download_url"] == f"/api/v1/comments/reports/{job_id}"
+    request = receiver.requests[0]
+    assert verify(
+        request.body,
+        SECRET,
+        request.headers["x-signature"],
+        request.headers["x-signature-timestamp"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"X-Notify-Url": "ftp://example.org/hook"}, "x-notify-url"),
+        ({"X-Notify-Url": "https://example.org/h", "X-Notify-Secret": "short"}, "x-notify-secret"),
+        ({"X-Notify-Secret": SECRET}, "x-notify-secret"),
+    ],
+)
+async def test_domain_endpoints_refuse_bad_webhooks(
+    client: httpx.AsyncClient, extra: dict[str, str], field: str
+) -> None:
+    response = await client.post(
+        "/api/v1/comments/parse/vk/async",
+        params={"group_id": 1},
+        headers={**headers("alice"), **extra},
+    )
+    assert response.status_code == 422, response.text
+    assert field in response.text
+    assert SECRET not in response.text
