@@ -546,7 +546,7 @@ svg line{stroke:#cbd2d9}
 table{border-collapse:collapse;width:100%;background:#fff;border-radius:8px;overflow:hidden;
 box-shadow:0 1px 2px rgba(0,0,0,.08)}
 th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e4e7eb;vertical-align:top}
-th{background:#e4e7eb;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#e4e7eb;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .empty{color:#52606d;font-style:italic}
 .notes{color:#52606d}
 a{color:#2057c9}
@@ -636,7 +636,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[in
     """A table of already escaped cells (`numeric`: the right-aligned columns)."""
     if not rows:
         return '<p class="empty">none</p>'
-    head = "".join(f"<th>{_e(name)}</th>" for name in header)
+    head = "".join(
+        f'<th class="n">{_e(name)}</th>' if index in numeric else f"<th>{_e(name)}</th>"
+        for index, name in enumerate(header)
+    )
     body = "".join(
         "<tr>"
         + "".join(
