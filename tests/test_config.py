@@ -296,3 +296,14 @@ def test_short_jwt_secret_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None
     error = config_error(AuthSettings)
     assert "JWT_SECRET" in str(error)
     assert "my-short-secret" not in "".join(traceback.format_exception(error))
+
+
+@pytest.mark.parametrize("name", ["ARQ_CLEANUP_RETENTION_DAYS", "CLEANUP_RETENTION_DAYS"])
+def test_cleanup_retention_is_read_under_both_names(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, "90")
+    assert load(ArqSettings).cleanup_retention_days == 90
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(ConfigError, match="CLEANUP_RETENTION_DAYS"):
+        load(ArqSettings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,7 +42,14 @@ class ArqSettings(BaseSettings):
     cron_cleanup: bool = Field(False, description="remove old data nightly (03:00)")
     cron_backup: bool = Field(True, description="back up the database nightly (02:30, BACKUP_*)")
     cleanup_retention_days: int = Field(
-        365, ge=1, le=36_500, description="age of data the nightly cleanup removes"
+        365,
+        ge=1,
+        le=36_500,
+        description="age in days of the data the nightly cleanup removes",
+        # CLEANUP_RETENTION_DAYS, the name the admin docs use, is read too.
+        validation_alias=AliasChoices(
+            "cleanup_retention_days", "ARQ_CLEANUP_RETENTION_DAYS", "CLEANUP_RETENTION_DAYS"
+        ),
     )
     retry_backoff: float = Field(1.0, gt=0, description="first retry delay in seconds (doubles)")
     retry_backoff_max: float = Field(300, gt=0, description="longest retry delay in seconds")
