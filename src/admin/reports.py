@@ -20,8 +20,10 @@ Counting rules:
 - A community without stored comments (or not stored at all) gives a report of zeros, with a
   note saying so; it is not an error.
 
-Large communities do not fill memory: counts are SQL aggregates, and the analyses are streamed
-into counters of lemmas. The functions take their session (or sessionmaker) and flush at most.
+Large communities do not fill memory: counts are SQL aggregates, the lemma counts too (summed
+per lemma by the database, from each analysis' JSON object), and the lemmas are streamed, best
+first, only until enough have passed the keyword filter. The functions take their session (or
+sessionmaker) and flush at most.
 """
 
 from __future__ import annotations
@@ -32,15 +34,24 @@ import html
 import io
 import json
 import math
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from itertools import islice
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, case, distinct, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    case,
+    cast,
+    distinct,
+    func,
+    literal_column,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.admin.cleanup import Progress
@@ -265,12 +276,15 @@ async def _keywords(
     keep: Callable[[str], bool],
     top_n: int,
 ) -> tuple[list[KeywordCount], int]:
-    """The top lemmas of the analysed comments, and how many comments were analysed."""
-    occurrences: Counter[str] = Counter()
-    containing: Counter[str] = Counter()
-    analysed = 0
-    query = (
-        select(CommentAnalysis.lemma_counts)
+    """The top lemmas of the analysed comments, and how many comments were analysed.
+
+    The lemma counts are summed by the database (one row per distinct lemma, best first), and
+    the rows are streamed only until `top_n` have passed the filter: memory is bounded by the
+    chunk, not by the community or its vocabulary.
+    """
+    analysed_join = (
+        select(func.count())
+        .select_from(CommentAnalysis)
         .join(
             Comment,
             and_(
@@ -279,19 +293,37 @@ async def _keywords(
             ),
         )
         .where(CommentAnalysis.owner_id == -group_id, Comment.is_deleted.is_(False), *conditions)
+    )
+    analysed = int(await session.scalar(analysed_join) or 0)
+    if not analysed:
+        return [], 0
+    dialect = session.get_bind().dialect.name
+    # A table of (key, value) per lemma of each row's JSON object; a function in FROM may read
+    # the tables before it (implicitly LATERAL on PostgreSQL, as on SQLite).
+    each_name = "jsonb_each_text" if dialect == "postgresql" else "json_each"
+    each = getattr(func, each_name)(CommentAnalysis.lemma_counts).table_valued("key", "value")
+    occurrences = func.sum(cast(each.c.value, Integer)).label("occurrences")
+    containing = func.count().label("containing")
+    query = (
+        analysed_join.with_only_columns(each.c.key, occurrences, containing)
+        .join(each, true())
+        .group_by(each.c.key)
+        .order_by(occurrences.desc(), containing.desc(), each.c.key)
         .execution_options(yield_per=STREAM_CHUNK)
     )
-    result = await session.stream_scalars(query)
+    found: list[KeywordCount] = []
+    result = await session.stream(query)
     async for chunk in result.partitions(STREAM_CHUNK):
-        for lemma_counts in chunk:
-            occurrences.update(lemma_counts)
-            containing.update(lemma_counts.keys())
-        analysed += len(chunk)
+        for term, count, comments in chunk:
+            if count > 0 and keep(term):
+                found.append(KeywordCount(term, int(count), int(comments)))
+                if len(found) == top_n:
+                    break
+        if len(found) == top_n:
+            break
         await asyncio.sleep(0)  # let the worker's loop run between chunks
-    # Best first; the filter (a parse per lemma) runs only until `top_n` are kept.
-    ranked = sorted(occurrences.items(), key=lambda item: (-item[1], -containing[item[0]], item[0]))
-    best = islice(((term, count) for term, count in ranked if count > 0 and keep(term)), top_n)
-    return [KeywordCount(term, count, containing[term]) for term, count in best], analysed
+    await result.close()
+    return found, analysed
 
 
 async def collect_report(
