@@ -160,5 +160,18 @@ class ReportNotFound(AdminError):
 
     status_code = 404
 
-    def __init__(self, report_id: str) -> None:
-        super().__init__(f"report {report_id!r} not found")
+    def __init__(self, report_id: str, *, why: str = "") -> None:
+        super().__init__(f"report {report_id!r} not found{why}")
+
+
+class ReportNotReady(AdminError):
+    """The caller's report job has not finished yet."""
+
+    status_code = 409
+
+    def __init__(self, report_id: str, *, status: str, status_url: str) -> None:
+        super().__init__(
+            f"report {report_id!r} is not ready: its job is {status}",
+            status=status,
+            status_url=status_url,
+        )

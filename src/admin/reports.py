@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     ColumnElement,
     Integer,
@@ -55,9 +56,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.admin.cleanup import Progress
-from src.admin.exceptions import ReportNotFound
+from src.admin.exceptions import ReportNotFound, ReportNotReady
 from src.admin.models import Report
 from src.arq.models import JobRecord
+from src.arq.schemas import FINISHED_STATUSES, JobStatus
 from src.auth.schemas import Principal
 from src.comments.models import Comment, CommentAnalysis, Community, Post
 from src.morphology.analyzer import MorphAnalyzer
@@ -70,6 +72,9 @@ EXCERPT_CHARS = 200  # of a post's text
 # The owner of a job with no history row (not enqueued through the API): what the job module
 # calls its own jobs (`src.arq.service.SYSTEM`); only admins see such reports.
 SYSTEM_OWNER = "system"
+REPORT_TASK = "generate_report"
+JOB_STATUS_URL = "/api/v1/arq/status"
+FINISHED = frozenset(status.value for status in FINISHED_STATUSES)
 
 
 class ReportFormat(StrEnum):
@@ -861,8 +866,64 @@ async def generate_report(
 
 
 async def get_report(session: AsyncSession, report_id: str, *, principal: Principal) -> Report:
-    """The stored report, if it is the caller's (an admin's: anyone's)."""
+    """The stored report, if it is the caller's (an admin's: anyone's); `ReportNotReady` while
+    the caller's job that makes it has not finished."""
     report = await session.get(Report, report_id)
-    if report is None or not (principal.is_admin or report.owner == principal.owner):
-        raise ReportNotFound(report_id)
-    return report
+    if report is not None and (principal.is_admin or report.owner == principal.owner):
+        return report
+    if report is None:
+        job = (
+            await session.execute(
+                select(JobRecord.owner, JobRecord.status).where(
+                    JobRecord.job_id == report_id, JobRecord.function == REPORT_TASK
+                )
+            )
+        ).first()
+        if job is not None and (principal.is_admin or job.owner == principal.owner):
+            if job.status not in FINISHED:
+                raise ReportNotReady(
+                    report_id, status=job.status, status_url=f"{JOB_STATUS_URL}/{report_id}"
+                )
+            if job.status != JobStatus.COMPLETE:
+                raise ReportNotFound(report_id, why=f": its job {job.status}")
+    raise ReportNotFound(report_id)
+
+
+class ReportOut(BaseModel):
+    """A stored report, without its content."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    group_id: int
+    format: str
+    content_type: str
+    filename: str
+    size_bytes: int
+    params: dict[str, Any]
+    summary: dict[str, Any]
+    created_at: datetime
+
+
+async def list_reports(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    group_id: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[ReportOut], int]:
+    """The caller's reports (an admin's: everyone's), newest first, and how many in all."""
+    where = [] if principal.is_admin else [Report.owner == principal.owner]
+    if group_id is not None:
+        where.append(Report.group_id == group_id)
+    columns = [column for column in Report.__table__.columns if column.name != "content"]
+    rows = await session.execute(
+        select(*columns)
+        .where(*where)
+        .order_by(Report.created_at.desc(), Report.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    total = await session.scalar(select(func.count()).select_from(Report).where(*where))
+    return [ReportOut.model_validate(row) for row in rows], int(total or 0)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from src.admin.reports import ReportFormat, get_report
+from src.admin.reports import ReportFormat, get_report, list_reports
 from src.admin.statistics import CommunityStatsOut, list_statistics
 from src.arq.dependencies import ArqServiceDep, Webhook, WebhookDep
 from src.arq.schemas import JOB_ID_PATTERN, EnqueueRequest
@@ -28,6 +28,7 @@ from src.comments.schemas import (
     JobAcceptedResponse,
     ParseJobData,
     ParseJobResponse,
+    ReportPage,
 )
 
 router = APIRouter(prefix="/api/v1/comments", tags=["comments"])
@@ -222,6 +223,26 @@ async def report_async(
     return await _queue(arq_service, principal, webhook, "generate_report", params)
 
 
+# Declared before `/{comment_ref}`, which `/reports` would otherwise match.
+@router.get(
+    "/reports",
+    response_model=ReportPage,
+    responses={401: {"description": "No valid credential"}},
+)
+async def reports_list(
+    session: SessionDep,
+    principal: PrincipalDep,
+    group_id: Annotated[int | None, Query(gt=0, description="one community's")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ReportPage:
+    """Your reports (an admin's: everyone's), newest first, without their content."""
+    items, total = await list_reports(
+        session, principal=principal, group_id=group_id, limit=limit, offset=offset
+    )
+    return ReportPage(items=items, total=total, limit=limit, offset=offset)
+
+
 # Declared before `/{comment_ref}/analysis`, which `/reports/analysis` would otherwise match.
 @router.get(
     "/reports/{report_id}",
@@ -233,6 +254,7 @@ async def report_async(
         },
         401: {"description": "No valid credential"},
         404: {"description": "No such report, or someone else's"},
+        409: {"description": "Your report's job has not finished yet"},
         422: {"description": "Not a report id"},
     },
 )

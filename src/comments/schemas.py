@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from src.admin.reports import ReportOut
+
 
 class AttachmentOut(BaseModel):
     """A summary of one attachment: its VK type and, where obvious, a url and a title."""
@@ -115,3 +117,12 @@ class AnalysisOut(BaseModel):
     details: dict[str, Any]
     analyzed_at: datetime
     stale: bool = Field(False, description="the comment's text changed since it was analysed")
+
+
+class ReportPage(BaseModel):
+    """One page of stored reports, newest first, and how many there are in all."""
+
+    items: list[ReportOut]
+    total: int
+    limit: int
+    offset: int

@@ -23,8 +23,8 @@ from src.comments import service
 from src.comments.models import CommentAnalysis
 from src.database import create_engine, create_sessionmaker
 from src.morphology.analyzer import MorphAnalyzer
-from tests.arq.helpers import wait_for
-from tests.conftest import headers, migrate
+from tests.arq.helpers import enqueue, wait_for
+from tests.conftest import WorkerHandle, headers, migrate
 
 REPORT = "/api/v1/comments/report/async"
 DOWNLOAD = "/api/v1/comments/reports"
@@ -363,6 +363,61 @@ async def test_a_report_is_its_owners(client: httpx.AsyncClient, worker: Any, da
     admins = await generate(client, owner="root", group_id=5)
     assert (await download(client, admins["report_id"])).status_code == 404
     assert (await download(client, admins["report_id"], owner="root")).status_code == 200
+
+
+async def test_a_report_not_made_yet_says_so(
+    client: httpx.AsyncClient, worker_handle: WorkerHandle, data: None
+) -> None:
+    # No worker yet: the job waits, and its report is not ready.
+    queued = await client.post(REPORT, params={"group_id": 5}, headers=headers("alice"))
+    job_id = queued.json()["data"]["job_id"]
+    pending = await download(client, job_id)
+    assert pending.status_code == 409
+    assert pending.json()["error"] == "ReportNotReady"
+    assert pending.json()["status"] == "queued"
+    assert pending.json()["status_url"] == f"/api/v1/arq/status/{job_id}"
+    assert (await download(client, job_id, owner="bob")).status_code == 404  # not bob's job
+    await worker_handle.start()
+    await wait_for(client, job_id)
+    assert (await download(client, job_id)).status_code == 200
+
+    # A job that never made its report says why.
+    later = await enqueue(client, "generate_report", kwargs={"group_id": 5}, defer_by=600)
+    later_id = later.json()["job_id"]
+    await client.delete(f"/api/v1/arq/abort/{later_id}", headers=headers("alice"))
+    gone = await download(client, later_id)
+    assert gone.status_code == 404
+    assert gone.json()["detail"] == f"report {later_id!r} not found: its job aborted"
+
+
+async def test_reports_are_listed_for_their_owner(
+    client: httpx.AsyncClient, worker: Any, data: None
+) -> None:
+    first = await generate(client, group_id=5, format="csv")
+    second = await generate(client, group_id=7)
+    bobs = await generate(client, owner="bob", group_id=5, format="html")
+
+    mine = (await client.get(DOWNLOAD, headers=headers("alice"))).json()
+    assert mine["total"] == 2
+    assert [item["id"] for item in mine["items"]] == [second["report_id"], first["report_id"]]
+    item = mine["items"][1]
+    assert (item["group_id"], item["format"], item["size_bytes"]) == (5, "csv", first["size_bytes"])
+    assert item["summary"]["comments"] == 7
+    assert "content" not in item
+
+    only_5 = (await client.get(DOWNLOAD, params={"group_id": 5}, headers=headers("alice"))).json()
+    assert [item["id"] for item in only_5["items"]] == [first["report_id"]]
+    everyone = (await client.get(DOWNLOAD, headers=headers("root"))).json()
+    assert {item["id"] for item in everyone["items"]} == {
+        first["report_id"],
+        second["report_id"],
+        bobs["report_id"],
+    }
+    paged = await client.get(DOWNLOAD, params={"limit": 1, "offset": 1}, headers=headers("root"))
+    assert paged.json()["total"] == 3 and len(paged.json()["items"]) == 1
+    assert (
+        await client.get(DOWNLOAD, params={"limit": 0}, headers=headers("root"))
+    ).status_code == 422
 
 
 @pytest.mark.parametrize(
