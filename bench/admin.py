@@ -94,6 +94,7 @@ from bench.queue import (
     _positive_int,
     _redacted,
     isolated_database,
+    note,
 )
 from bench.queue import Options as QueueOptions
 from src.admin.backup import backup_database
@@ -160,10 +161,6 @@ POST_COLUMNS = (
     "fetched_at",
 )
 DETAILS = json.dumps({"numbers": [], "mentions": [], "links": [], "hashtags": []})
-
-
-def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- options ----------------------------------------------------------------------------------
@@ -656,11 +653,11 @@ async def measure_reports(
     analyzer: MorphAnalyzer | None,
 ) -> list[Call]:
     """Every community x format: an untraced run (time, RSS), then a traced run (memory)."""
-    _note("bench: warming up (one untimed report of the small community)")
+    note("bench: warming up (one untimed report of the small community)")
     await _report(sessionmaker, communities[0], ReportFormat.JSON, analyzer=analyzer, run="warm")
     calls = [Call(community, fmt) for community in communities for fmt in FORMATS]
     for call in calls:
-        _note(f"bench: {call.community.comments} comments, {call.report_format.value}: timing")
+        note(f"bench: {call.community.comments} comments, {call.report_format.value}: timing")
         gc.collect()
         with RssSampler() as rss:
             result, call.seconds, call.stages = await _report(
@@ -670,7 +667,7 @@ async def measure_reports(
         call.size_bytes = int(result["size_bytes"])
         call.rss_growth = rss.growth
     for call in calls:
-        _note(f"bench: {call.community.comments} comments, {call.report_format.value}: tracing")
+        note(f"bench: {call.community.comments} comments, {call.report_format.value}: tracing")
         gc.collect()
         tracemalloc.start()
         try:
@@ -818,16 +815,16 @@ async def run(options: Options) -> Result:
     communities = _communities(options)
     async with isolated_database(_queue_options(options), Created()) as url:
         database = make_url(url).database or ""
-        _note(f"bench: database {database} created and migrated")
+        note(f"bench: database {database} created and migrated")
         total = sum(community.comments for community in communities)
-        _note(f"bench: seeding {total} comments...")
+        note(f"bench: seeding {total} comments...")
         started = time.perf_counter()
         seeded = await seed(url, options, communities)
         seed_seconds = time.perf_counter() - started
         started = time.perf_counter()
         await vacuum_analyze(url)
         vacuum_seconds = time.perf_counter() - started
-        _note(f"bench: seeded in {seed_seconds:.1f} s, VACUUM ANALYZE {vacuum_seconds:.1f} s")
+        note(f"bench: seeded in {seed_seconds:.1f} s, VACUUM ANALYZE {vacuum_seconds:.1f} s")
         started = time.perf_counter()
         analyzer = MorphAnalyzer() if options.analyzer else None
         if analyzer is not None:
@@ -842,7 +839,7 @@ async def run(options: Options) -> Result:
                 plans = await explain_report(
                     url, engine, sessionmaker, communities[-1], analyzer=analyzer
                 )
-        _note("bench: backing up")
+        note("bench: backing up")
         backup = await measure_backup(url)
     return Result(
         options=options,
@@ -1009,11 +1006,11 @@ def format_plans(result: Result) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    _note(f"bench: {describe(options)}")
+    note(f"bench: {describe(options)}")
     try:
         result = asyncio.run(run(options))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        _note("bench: interrupted")
+        note("bench: interrupted")
         return 130
     except (BenchError, OSError, asyncpg.PostgresError, SQLAlchemyError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

@@ -302,7 +302,8 @@ def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
-def _note(message: str) -> None:
+def note(message: str) -> None:
+    """A progress line on stderr (the tables go to stdout)."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -339,7 +340,7 @@ async def _claim(client: Redis, options: Options) -> None:
             "or pass --flush to empty this one"
         )
     if size:
-        _note(f"flushing {size} keys from {options.redis_url} (--flush)")
+        note(f"flushing {size} keys from {options.redis_url} (--flush)")
         await client.flushdb()
     if not await client.set(CLAIM_KEY, uuid.uuid4().hex, nx=True, ex=CLAIM_SECONDS):
         raise BenchError(f"another run claimed the Redis database {options.redis_url}")
@@ -914,7 +915,7 @@ async def measure(bench: Bench, variant: Variant, poll_delay: float) -> Row:
         await run.until(run.done, seconds=drain_limit, what=f"{label}: the throughput jobs")
         run_seconds = run.done_at - run.ready_at
         run.check(options.jobs)
-        _note(
+        note(
             f"{label}: {worker_class.__module__}.{worker_class.__qualname__}; "
             f"queued {options.jobs} jobs in {enqueue_seconds:.2f} s "
             f"({options.jobs / enqueue_seconds:.0f}/s), ran them in {run_seconds:.2f} s"
@@ -945,7 +946,7 @@ async def measure(bench: Bench, variant: Variant, poll_delay: float) -> Row:
         rtt_p99_ms=percentile(rtts, 0.99),
         pickup_median_ms=statistics.median(pickups),
     )
-    _note(
+    note(
         f"{label}: {row.jobs_per_second:.1f} jobs/s, round trip median "
         f"{row.rtt_median_ms:.1f} ms, p99 {row.rtt_p99_ms:.1f} ms, "
         f"pick-up median {row.pickup_median_ms:.1f} ms"
@@ -1046,11 +1047,11 @@ async def _run_stoppable(options: Options) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    _note(f"bench: {describe(options)}")
+    note(f"bench: {describe(options)}")
     try:
         rows = asyncio.run(_run_stoppable(options))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        _note("bench: interrupted")
+        note("bench: interrupted")
         return 130
     except (
         BenchError,

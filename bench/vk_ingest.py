@@ -76,6 +76,7 @@ from bench.queue import (
     _settings,
     isolated_database,
     isolated_redis,
+    note,
     running_worker,
 )
 from bench.queue import (
@@ -109,10 +110,6 @@ JOB_COMMENTS_PER_SECOND = 250
 # Community ids well above VK's real ones, so a shared database never holds them already.
 COMMUNITY_IDS = (2_000_000_000, 2_100_000_000)
 RATE_ERROR = 6  # VK's "too many requests per second"
-
-
-def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- options ----------------------------------------------------------------------------------
@@ -565,8 +562,8 @@ async def ingest(options: Options, settings: Settings, bench: Run) -> Result:
             with vk_environment(environment), instrumented(profile):
                 vk = VKSettings()  # what the worker's start-up hook will load
                 expected = expected_requests(options, vk.execute_batch)
-                _note(f"bench: {describe_vk(vk)}")
-                _note(
+                note(f"bench: {describe_vk(vk)}")
+                note(
                     f"bench: {expected_comments} comments to ingest, "
                     f"{expected} requests expected; running..."
                 )
@@ -804,11 +801,11 @@ def describe(options: Options) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    _note(f"bench: {describe(options)}")
+    note(f"bench: {describe(options)}")
     try:
         result = asyncio.run(run(options))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        _note("bench: interrupted")
+        note("bench: interrupted")
         return 130
     except (BenchError, OSError, RedisError, asyncpg.PostgresError, SQLAlchemyError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
