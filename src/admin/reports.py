@@ -58,6 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.admin.cleanup import Progress
 from src.admin.exceptions import ReportNotFound, ReportNotReady
 from src.admin.models import Report
+from src.arq import history
 from src.arq.models import JobRecord
 from src.arq.schemas import FINISHED_STATUSES, JobStatus
 from src.auth.schemas import Principal
@@ -778,8 +779,7 @@ def render_html(data: ReportData) -> str:
 
 async def job_owner(session: AsyncSession, job_id: str) -> str:
     """Who enqueued the job (`SYSTEM_OWNER` if it has no history row)."""
-    owner = await session.scalar(select(JobRecord.owner).where(JobRecord.job_id == job_id))
-    return owner if owner is not None else SYSTEM_OWNER
+    return (await history.existing_ids(session, [job_id])).get(job_id, SYSTEM_OWNER)
 
 
 async def store_report(

@@ -16,6 +16,7 @@ from src.arq.context import JobContext
 from src.arq.exceptions import RetryLater
 from src.arq.registry import Schedule, registry
 from src.auth.schemas import Role
+from src.comments.tasks import check_aware
 from src.config import load
 
 
@@ -138,12 +139,7 @@ class ReportArgs(BaseModel):
     format: reports.ReportFormat = Field(reports.ReportFormat.JSON, description="the file's format")
     top_n: int = Field(20, ge=1, le=200, description="authors, posts and keywords listed")
 
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a timezone, e.g. 2026-01-01T00:00:00Z")
-        return value
+    _aware = field_validator("since", "until")(check_aware)
 
     @model_validator(mode="after")
     def _period(self) -> Self:

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from src.database import Base, JSONType, UTCDateTime
 
-# SQL shared by the model's partial index and its migration.
+# The partial index's condition (the same SQL as in migration 0006; `src.arq.history` writes it
+# as a column expression for its queries).
 NOTIFY_PENDING = text("notify_url IS NOT NULL AND notification_job_id IS NULL")
 
 

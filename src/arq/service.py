@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -826,18 +826,14 @@ def notification_job_id(record: JobRecord) -> str:
     return f"notify-{digest[:32]}"
 
 
-def _iso(moment: datetime) -> str:
-    """`2026-12-01T21:38:19.615000Z`, as the API writes times."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _notification_kwargs(record: JobRecord) -> dict[str, Any]:
     context: dict[str, Any] = {
         "job_id": record.job_id,
         "function": record.function,
         "status": record.status,
         "tries": record.tries,
-        "finished_at": _iso(record.finished_at) if record.finished_at else None,
+        # A datetime: validating the arguments writes it as the API writes times.
+        "finished_at": record.finished_at,
     }
     if record.error is not None:
         context["error"] = record.error

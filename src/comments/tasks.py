@@ -142,7 +142,8 @@ def _check_refs(value: list[str] | None) -> list[str] | None:
     return value
 
 
-def _check_aware(value: datetime | None) -> datetime | None:
+def check_aware(value: datetime | None) -> datetime | None:
+    """A validator of `since`/`until`: a time without a timezone is refused."""
     if value is not None and value.tzinfo is None:
         raise ValueError("needs a timezone, e.g. 2026-01-01T00:00:00Z")
     return value
@@ -185,7 +186,7 @@ class KeywordsArgs(BaseModel):
     until: datetime | None = None
 
     _refs = field_validator("comment_ids")(_check_refs)
-    _aware = field_validator("since", "until")(_check_aware)
+    _aware = field_validator("since", "until")(check_aware)
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
