@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench migrate worker api venv clean
+.PHONY: run test lint format bench chaos migrate worker api venv clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed")'
@@ -34,6 +34,10 @@ format: venv
 
 bench: venv
 	$(BIN)/python -m bench.queue
+
+## chaos: kill workers, restart Redis empty, drop DB connections under load; check every job
+chaos: venv
+	$(BIN)/python -m bench.chaos
 
 migrate: venv
 	$(BIN)/alembic upgrade head

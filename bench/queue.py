@@ -371,6 +371,7 @@ def _queue_keys(queue: str) -> list[str]:
         keys.priority_offsets(queue),
         keys.reconcile_lock(queue),
         keys.missing_since(queue),
+        keys.fair_clocks(queue),
     ]
 
 

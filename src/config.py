@@ -6,7 +6,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Literal, TypeVar
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/app.db"
@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     # Connection and command timeouts, so a dead Redis or database gives a 503, never a hang.
     redis_timeout: float = 3.0
     database_timeout: float = 5.0
+    # Read and counted before the app parses anything: a larger body is a 413, however it is sent.
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=1 << 30, description="largest request body the API reads, in bytes"
+    )
+    # Connections one process opens to Redis at most; past it a request gets a 503. Live status
+    # streams share one of them (see ARQ_STREAMS_PER_PROCESS), so this bounds short requests.
+    redis_max_connections: int = Field(200, ge=2, le=100_000)
 
     @field_validator("redis_url")
     @classmethod

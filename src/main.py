@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,13 +21,16 @@ from src.arq.pool import create_redis
 from src.arq.registry import TaskRegistry
 from src.arq.router import build_router
 from src.arq.service import ArqService
+from src.arq.streams import StreamHub
 from src.arq.tasks import registry as default_registry
 from src.auth.config import DEVELOPMENT_API_KEY, AuthSettings
 from src.auth.service import Authenticator
 from src.comments.router import router as comments_router
-from src.config import Environment, Settings, configure_logging, get_settings, load
+from src.config import Settings, configure_logging, get_settings, load
 from src.database import create_engine, create_sessionmaker
 from src.exceptions import AppError
+from src.http_limits import RequestGuard
+from src.openapi import install as install_openapi
 
 logger = logging.getLogger("src.main")
 
@@ -48,6 +51,8 @@ def create_app(
     settings = settings or get_settings()
     arq_settings = arq_settings or load(ArqSettings)
     auth_settings = auth_settings or load(AuthSettings)
+    # Refuse to start in production with the development key (a ConfigError naming API_KEYS).
+    auth_settings.check_environment(settings.environment)
     registry = registry or default_registry
     configure_logging(settings.log_level)
 
@@ -55,15 +60,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, timeout=settings.database_timeout)
         redis = create_redis(
-            settings.redis_url, queue_name=arq_settings.queue_name, timeout=settings.redis_timeout
+            settings.redis_url,
+            queue_name=arq_settings.queue_name,
+            timeout=settings.redis_timeout,
+            max_connections=settings.redis_max_connections,
         )
         authenticator = Authenticator(auth_settings)
         if authenticator.uses_key(DEVELOPMENT_API_KEY):
-            level = (
-                logging.ERROR if settings.environment is Environment.PRODUCTION else logging.WARNING
-            )
-            logger.log(
-                level,
+            # Never in production: `create_app` refused that (`AuthSettings.check_environment`).
+            logger.warning(
                 "the development API key from .env.example is enabled: "
                 "set your own API_KEYS before exposing this service",
             )
@@ -77,9 +82,13 @@ def create_app(
             registry=registry,
             settings=arq_settings,
         )
+        # One Redis subscription feeds every live status stream of this process.
+        app.state.stream_hub = stream_hub = StreamHub(app.state.arq_service, settings=arq_settings)
+        await stream_hub.start()
         try:
             yield
         finally:
+            await stream_hub.stop()
             await redis.aclose(close_connection_pool=True)
             await engine.dispose()
 
@@ -89,9 +98,14 @@ def create_app(
         description="VK community comments: parsing, analysis and reports, run as background jobs.",
         lifespan=lifespan,
     )
-    app.include_router(build_router(registry))
+    app.include_router(build_router(registry, batch_limit=arq_settings.batch_limit))
     app.include_router(comments_router)
+    # A batch holds at most ARQ_BATCH_LIMIT jobs, and no more than a minute's enqueue budget.
+    batch_limit = min(arq_settings.batch_limit, arq_settings.enqueue_rate_limit or 10**9)
+    install_openapi(app, registry, batch_limit=batch_limit)
     _add_error_handlers(app)
+    # 401 before the body is read, then 413 while it is read: before FastAPI parses it.
+    app.add_middleware(RequestGuard, max_body_bytes=settings.api_max_body_bytes)
     return app
 
 
@@ -148,6 +162,16 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     for exc_type in (OperationalError, DBAPIError, PoolTimeoutError, OSError, TimeoutError):
         app.add_exception_handler(exc_type, database_down)
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the edge let through: the request's fault, not an
+        # outage (and the statement, which may carry data, is not repeated to the client).
+        logger.warning("the database refused a value on %s: %s", request.url.path, exc.orig)
+        return JSONResponse(
+            status_code=422,
+            content=error_body("InvalidValue", "a value in the request cannot be stored"),
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -39,6 +41,7 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = uuid.uuid4().hex[:10]
 CLAIM_KEY = "vkp:test-run-claim"
 
@@ -59,7 +62,7 @@ def headers(owner: str) -> dict[str, str]:
 
 
 def migrate(database_url: str) -> None:
-    config = Config("alembic.ini")
+    config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
@@ -90,6 +93,65 @@ def database_url() -> Iterator[str]:
 # -- Redis: one database number per run -----------------------------------------------------
 
 
+# A claim is `<run id>:<expiry in ms, Redis time>`, renewed while the run lives. A database holding
+# a lapsed claim is an interrupted run's leftovers: the next run flushes and takes it. Any other
+# database must be empty to be taken, so a run never touches data that is not a test run's.
+CLAIM_SECONDS = 60
+CLAIM_RENEW_EVERY = 15
+CLAIM_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local current = redis.call('GET', KEYS[1])
+if current then
+  local owner, expires = string.match(current, '^(.*):(%d+)$')
+  if owner ~= ARGV[1] then
+    if ARGV[3] == 'renew' or not expires or tonumber(expires) > now then return 0 end
+    redis.call('FLUSHDB')  -- a lapsed claim: an interrupted run's leftovers
+  end
+elseif redis.call('DBSIZE') > 0 then
+  -- Someone's data (or, when renewing, a database taken after a test flushed ours).
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. (now + tonumber(ARGV[2])))
+return 1
+"""
+
+
+def claim_database(
+    client: sync_redis.Redis,
+    *,
+    renew: bool = False,
+    run_id: str = RUN_ID,
+    seconds: float = CLAIM_SECONDS,
+) -> bool:
+    """Take (or renew) a run's claim on `client`'s database for `seconds`, atomically."""
+    mode = "renew" if renew else "claim"
+    ttl_ms = str(int(seconds * 1000))
+    return bool(client.eval(CLAIM_SCRIPT, 1, CLAIM_KEY, run_id, ttl_ms, mode))
+
+
+class ClaimRenewer(threading.Thread):
+    """Renews the claim while the run lives; an interrupted run's claim lapses within a minute."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="redis-claim-renewer", daemon=True)
+        self.url = url
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        client = sync_redis.Redis.from_url(self.url, socket_timeout=5)
+        try:
+            while not self.stopped.wait(CLAIM_RENEW_EVERY):
+                with contextlib.suppress(sync_redis.RedisError):
+                    claim_database(client, renew=True)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(10)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     base = TEST_REDIS_URL.rstrip("/")
@@ -98,17 +160,20 @@ def redis_url() -> Iterator[str]:
     claimed: tuple[int, sync_redis.Redis] | None = None
     for number in range(15, 0, -1):
         client = sync_redis.Redis.from_url(f"{base}/{number}")
-        # Claim a database no other run holds and nothing else uses.
-        if client.dbsize() == 0 and client.set(CLAIM_KEY, RUN_ID, nx=True, ex=3 * 3600):
+        # Claim a database no live run holds and nothing else uses.
+        if claim_database(client):
             claimed = (number, client)
             break
         client.close()
     if claimed is None:
         pytest.fail(f"no free Redis database (1-15) on {base} for this test run")
     number, client = claimed
+    renewer = ClaimRenewer(f"{base}/{number}")
+    renewer.start()
     try:
         yield f"{base}/{number}"
     finally:
+        renewer.stop()
         client.flushdb()
         client.close()
 
@@ -130,6 +195,7 @@ def redis_db(redis_url: str) -> Iterator[sync_redis.Redis]:
 @pytest.fixture
 def settings(redis_url: str, database_url: str, redis_db: sync_redis.Redis) -> Settings:
     return Settings(
+        _env_file=None,  # a developer's ./.env must not reach the suite
         redis_url=redis_url,
         database_url=database_url,
         environment=Environment.TEST,
@@ -140,12 +206,16 @@ def settings(redis_url: str, database_url: str, redis_db: sync_redis.Redis) -> S
 
 @pytest.fixture
 def arq_settings() -> ArqSettings:
-    return ArqSettings(poll_delay=0.05, max_jobs=10, job_timeout=30, abort_wait=3.0)
+    return ArqSettings(_env_file=None, poll_delay=0.05, max_jobs=10, job_timeout=30, abort_wait=3.0)
 
 
 @pytest.fixture
 def auth_settings() -> AuthSettings:
-    return AuthSettings(api_keys=API_KEYS_SETTING, jwt_secret=JWT_SECRET)  # type: ignore[arg-type]
+    return AuthSettings(
+        _env_file=None,
+        api_keys=API_KEYS_SETTING,
+        jwt_secret=JWT_SECRET,
+    )
 
 
 @pytest.fixture
@@ -202,7 +272,10 @@ async def app(
 @contextlib.asynccontextmanager
 async def client_for(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app built with other settings than the `app` fixture's."""
-    kwargs.setdefault("auth_settings", AuthSettings(api_keys=API_KEYS_SETTING))  # type: ignore[arg-type]
+    kwargs.setdefault(
+        "auth_settings",
+        AuthSettings(_env_file=None, api_keys=API_KEYS_SETTING),
+    )
     kwargs.setdefault("registry", test_tasks_registry)
     application = create_app(settings=settings, **kwargs)
     async with application.router.lifespan_context(application):
@@ -248,14 +321,31 @@ class WorkerHandle:
         self.task = asyncio.create_task(self.worker.async_run())
         return self.worker
 
+    def crash(self) -> BaseException | None:
+        """What ended the worker on its own (not by `stop`), if it did."""
+        if self.task is None or not self.task.done() or self.task.cancelled():
+            return None
+        return self.task.exception()
+
     async def stop(self) -> None:
-        if self.worker is not None:
-            await self.worker.close()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
-        self.worker = self.task = None
+        # A worker that died mid-test would make "no job ran" checks pass: fail the test.
+        crashed = self.crash()
+        try:
+            if self.worker is not None:
+                try:
+                    await self.worker.close()
+                except Exception:
+                    if crashed is None:
+                        raise  # otherwise the crash is the news; closing what is left may fail
+            if self.task is not None and crashed is None:
+                self.task.cancel()
+                # What ends the task once we stopped it is the stopping, not a crash.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.task
+        finally:
+            self.worker = self.task = None
+        if crashed is not None:
+            raise AssertionError(f"the in-process worker crashed: {crashed!r}") from crashed
 
 
 @pytest.fixture

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from src.arq.context import JobContext
 from src.arq.exceptions import RetryLater
@@ -18,6 +20,8 @@ test_registry = TaskRegistry()
 
 
 class AddArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     a: int
     b: int = 0
 
@@ -29,7 +33,10 @@ async def add(ctx: JobContext, args: AddArgs) -> dict[str, int]:
 
 
 class SleepArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     seconds: float = Field(ge=0, le=120)
+    until: str | None = Field(None, description="then wait until this file exists (a gate)")
 
 
 @test_registry.task(args=SleepArgs)
@@ -37,10 +44,14 @@ async def sleep(ctx: JobContext, args: SleepArgs) -> dict[str, float]:
     """Sleep, reporting progress half way."""
     await ctx["progress"](50, "sleeping")
     await asyncio.sleep(args.seconds)
+    while args.until is not None and not Path(args.until).exists():
+        await asyncio.sleep(0.02)
     return {"slept": args.seconds}
 
 
 class FailArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     message: str = "boom"
 
 
@@ -51,7 +62,7 @@ async def fail(ctx: JobContext, args: FailArgs) -> None:
 
 
 class NoArgs(BaseModel):
-    pass
+    model_config = ConfigDict(extra="forbid")
 
 
 @test_registry.task(args=NoArgs, role=Role.ADMIN)
@@ -67,8 +78,11 @@ async def slow_with_timeout(ctx: JobContext, args: SleepArgs) -> None:
 
 
 class TickArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     log: str = Field(description="file each run appends its job id to")
     seconds: float = Field(0, ge=0, le=120)
+    until: str | None = Field(None, description="then wait until this file exists (a gate)")
 
 
 @test_registry.task(args=TickArgs)
@@ -77,10 +91,14 @@ async def tick(ctx: JobContext, args: TickArgs) -> dict[str, int]:
     with Path(args.log).open("a") as log:
         log.write(f"{ctx['job_id']} {ctx['job_try']}\n")
     await asyncio.sleep(args.seconds)
+    while args.until is not None and not Path(args.until).exists():
+        await asyncio.sleep(0.02)
     return {"try": ctx["job_try"]}
 
 
 class FlakyArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     failures: int = Field(ge=0, description="tries that fail before one succeeds")
     defer: float | None = None
 
@@ -94,6 +112,8 @@ async def flaky(ctx: JobContext, args: FlakyArgs) -> dict[str, int]:
 
 
 class FlagArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     flag: str = Field(description="the job fails while this file does not exist")
 
 
@@ -103,6 +123,51 @@ async def needs_flag(ctx: JobContext, args: FlagArgs) -> str:
     if not Path(args.flag).exists():
         raise FileNotFoundError(f"{args.flag} is missing")
     return "flag found"
+
+
+class BlockArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    log: str = Field(description="file each run appends its start and end to")
+    seconds: float = Field(ge=0, le=120)
+
+
+@test_registry.task(args=BlockArgs)
+async def block_loop(ctx: JobContext, args: BlockArgs) -> dict[str, int]:
+    """Hold the event loop (a blocking call, as CPU work would) for `seconds`."""
+    with Path(args.log).open("a") as log:
+        log.write(f"start {ctx['job_id']} {os.getpid()} {time.time()}\n")
+    time.sleep(args.seconds)  # the point: the event loop is stalled
+    with Path(args.log).open("a") as log:
+        log.write(f"end {ctx['job_id']} {os.getpid()} {time.time()}\n")
+    return {"pid": os.getpid()}
+
+
+class TracedArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    log: str = Field(description="file each run appends its start and end to")
+    seconds: float = Field(0, ge=0, le=120)
+    failures: int = Field(0, ge=0, description="tries that ask for a retry before one succeeds")
+    fail: bool = Field(False, description="raise instead of succeeding")
+
+
+@test_registry.task(args=TracedArgs, max_tries=4)
+async def traced(ctx: JobContext, args: TracedArgs) -> dict[str, int]:
+    """Log each run's start and end (job id, try, pid, time, outcome) around an async sleep,
+    then succeed, fail or ask for a retry as told (the chaos test reads the log)."""
+    job_id, job_try = ctx["job_id"], ctx["job_try"]
+    with Path(args.log).open("a") as log:
+        log.write(f"start {job_id} {job_try} {os.getpid()} {time.time()}\n")
+    await asyncio.sleep(args.seconds)
+    outcome = "fail" if args.fail else "retry" if job_try <= args.failures else "ok"
+    with Path(args.log).open("a") as log:
+        log.write(f"end {job_id} {job_try} {os.getpid()} {time.time()} {outcome}\n")
+    if outcome == "fail":
+        raise ValueError("told to fail")
+    if outcome == "retry":
+        raise RetryLater(f"transient failure {job_try}", defer=0.2)
+    return {"try": job_try}
 
 
 registry = app_registry.merged(test_registry)

@@ -21,17 +21,21 @@ class InvalidWebhookUrl(AdminError):
 
 
 class AddressRefused(InvalidWebhookUrl):
-    """The host resolves to an address webhooks may not reach (private, loopback, ...)."""
+    """The host is, or resolves to, an address webhooks may not reach (private, loopback, ...).
 
-    def __init__(self, host: str, address: str, reason: str) -> None:
+    For a host name the message says only that its address is not public: never the address it
+    resolved to nor its kind, which would map the internal network for whoever submits URLs.
+    `reason` (what kind of address) is given only for an IP literal, the caller's own input.
+    """
+
+    def __init__(self, host: str, reason: str | None = None) -> None:
         super().__init__(
-            f"refused: {address} is {reason}"
-            + ("" if host == address else f" (the address of {host!r})"),
+            f"refused: {host} is {reason}; webhooks go to public addresses only"
+            if reason
+            else f"refused: the address of {host!r} is not public",
             host=host,
-            address=address,
         )
         self.host = host
-        self.address = address
         self.reason = reason
 
 

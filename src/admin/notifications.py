@@ -63,6 +63,56 @@ _METADATA_ADDRESSES = frozenset(
 )
 
 
+def _table(*entries: tuple[str, str]) -> tuple[tuple[IPNetwork, str], ...]:
+    return tuple((ipaddress.ip_network(cidr), reason) for cidr, reason in entries)
+
+
+# IANA's IPv4 special-purpose address registry (every entry, globally reachable or not: none is
+# a webhook receiver), multicast and the rest of 240/4. The first match names the reason.
+_SPECIAL_IPV4 = _table(
+    ("0.0.0.0/32", "an unspecified address"),
+    ("0.0.0.0/8", "a 'this network' address"),
+    ("10.0.0.0/8", "a private address"),
+    ("100.64.0.0/10", "a shared (carrier-grade NAT) address"),
+    ("127.0.0.0/8", "a loopback address"),
+    ("169.254.0.0/16", "a link-local address"),
+    ("172.16.0.0/12", "a private address"),
+    ("192.0.0.0/24", "an IETF protocol assignment address"),
+    ("192.0.2.0/24", "a documentation address"),
+    ("192.31.196.0/24", "an AS112 address"),
+    ("192.52.193.0/24", "an AMT address"),
+    ("192.88.99.0/24", "a 6to4 relay anycast address"),
+    ("192.168.0.0/16", "a private address"),
+    ("192.175.48.0/24", "an AS112 address"),
+    ("198.18.0.0/15", "a benchmarking address"),
+    ("198.51.100.0/24", "a documentation address"),
+    ("203.0.113.0/24", "a documentation address"),
+    ("224.0.0.0/4", "a multicast address"),
+    ("255.255.255.255/32", "the broadcast address"),
+    ("240.0.0.0/4", "a reserved address"),
+)
+# IANA's IPv6 special-purpose registry within 2000::/3 and below it; everything else outside
+# global unicast 2000::/3 is refused as reserved. IPv4-mapped, Teredo (2001::/32), 6to4
+# (2002::/16) and NAT64 (64:ff9b::/96) are judged by the IPv4 address inside first.
+_SPECIAL_IPV6 = _table(
+    ("::/128", "an unspecified address"),
+    ("::1/128", "a loopback address"),
+    ("64:ff9b:1::/48", "a local-use IPv4/IPv6 translation address"),
+    ("100::/64", "a discard-only address"),
+    ("100:0:0:1::/64", "a dummy address"),
+    ("2001::/23", "an IETF protocol assignment address"),
+    ("2001:db8::/32", "a documentation address"),
+    ("2620:4f:8000::/48", "an AS112 address"),
+    ("3fff::/20", "a documentation address"),
+    ("5f00::/16", "a segment routing (SRv6) address"),
+    ("fc00::/7", "a private address"),
+    ("fe80::/10", "a link-local address"),
+    ("fec0::/10", "a site-local address"),
+    ("ff00::/8", "a multicast address"),
+)
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
 # -- destinations -------------------------------------------------------------------------------
 
 
@@ -85,30 +135,55 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
 
 
 def address_refusal(address: IPAddress) -> str | None:
-    """Why webhooks may not reach `address` (e.g. "a private address"), or None if public."""
-    embedded = _embedded_ipv4(address)
-    if embedded is not None:
-        reason = address_refusal(embedded)
-        return None if reason is None else f"{reason} (embedding {embedded})"
+    """Why webhooks may not reach `address` (e.g. "a private address"), or None if public.
+
+    The verdict comes from explicit tables (IANA's special-purpose registries, multicast, and
+    IPv6 outside global unicast 2000::/3), not from `ipaddress.is_global` alone, whose answer
+    differs between Python versions (3.11 calls 192.0.0.0/24 global, for one); `is_global` is
+    only a last net for ranges the tables miss.
+    """
     if address in _METADATA_ADDRESSES:
         return "a cloud metadata address"
-    for applies, reason in (
-        (address.is_unspecified, "an unspecified address"),
-        (address.is_loopback, "a loopback address"),
-        (address.is_link_local, "a link-local address"),
-        (address.is_multicast, "a multicast address"),
-        (address.is_private, "a private address"),
-        (address.is_reserved, "a reserved address"),
-        (
-            isinstance(address, ipaddress.IPv6Address) and address.is_site_local,
-            "a site-local address",
-        ),
-        # Shared (CGNAT 100.64/10), benchmarking and other special-purpose ranges.
-        (not address.is_global, "not a public address"),
-    ):
-        if applies:
+    if isinstance(address, ipaddress.IPv6Address):
+        return _ipv6_refusal(address)
+    return _table_refusal(address, _SPECIAL_IPV4) or _not_global(address)
+
+
+def _ipv6_refusal(address: ipaddress.IPv6Address) -> str | None:
+    if address.ipv4_mapped is not None:
+        # Never a real destination's DNS answer; connecting to one reaches its IPv4 address.
+        inner = address_refusal(address.ipv4_mapped)
+        if inner is not None:
+            return f"{inner} (embedding {address.ipv4_mapped})"
+        return "an IPv4-mapped address"
+    if address.teredo is not None:
+        server, client = address.teredo
+        for inner_address in (client, server):
+            inner = address_refusal(inner_address)
+            if inner is not None:
+                return f"{inner} (embedding {inner_address})"
+        return "a Teredo address"
+    embedded = _embedded_ipv4(address)  # 6to4 or NAT64: public when the IPv4 inside is
+    if embedded is not None:
+        inner = address_refusal(embedded)
+        return None if inner is None else f"{inner} (embedding {embedded})"
+    reason = _table_refusal(address, _SPECIAL_IPV6)
+    if reason is not None:
+        return reason
+    if address not in _GLOBAL_UNICAST:
+        return "a reserved address"
+    return _not_global(address)
+
+
+def _table_refusal(address: IPAddress, table: tuple[tuple[IPNetwork, str], ...]) -> str | None:
+    for network, reason in table:
+        if address in network:
             return reason
     return None
+
+
+def _not_global(address: IPAddress) -> str | None:
+    return None if address.is_global else "not a public address"
 
 
 @dataclass(frozen=True)
@@ -148,7 +223,15 @@ class AllowList:
                 continue
             reason = address_refusal(address)
             if reason is not None:
-                raise AddressRefused(host, str(address), reason)
+                raise _refused(host, address, reason)
+
+
+def _refused(host: str, address: IPAddress, reason: str) -> AddressRefused:
+    """The refusal the caller sees: what kind of address for an IP literal they wrote, only
+    "not public" for a host name (its resolved address would map the internal network)."""
+    if _ip_literal(host) is not None:
+        return AddressRefused(str(address), reason)
+    return AddressRefused(host)
 
 
 async def validate_url(url: str, settings: NotificationSettings) -> str:
@@ -406,7 +489,7 @@ def _peer_guard(host: str, allow: AllowList) -> Callable[[str, dict[str, Any]], 
         reason = address_refusal(peer)
         if reason is not None:
             await stream.aclose()
-            raise AddressRefused(host, str(peer), reason)
+            raise _refused(host, peer, reason)
 
     return trace
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.admin import backup, cleanup, reports, statistics
@@ -16,12 +17,22 @@ from src.arq.context import JobContext
 from src.arq.exceptions import RetryLater
 from src.arq.registry import Schedule, registry
 from src.auth.schemas import Role
-from src.comments.tasks import check_aware
+from src.comments.schemas import VK_ID_MAX
+from src.comments.tasks import check_aware, exactly_one
 from src.config import load
 
 
 class NotificationArgs(BaseModel):
-    """A webhook: a JSON payload (or a named template) POSTed to `url`, signed if `secret`."""
+    """A webhook: a JSON payload (or a named template) POSTed to `url`, signed if `secret`.
+    Give either payload or template."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            **exactly_one("payload", "template"),
+            "examples": [{"url": "https://example.org/hooks/vk", "payload": {"text": "hello"}}],
+        },
+    )
 
     channel: Literal["webhook"] = "webhook"
     url: str = Field(
@@ -31,7 +42,11 @@ class NotificationArgs(BaseModel):
         examples=["https://example.org/hooks/vk"],
     )
     payload: dict[str, Any] | None = Field(None, description="the JSON body")
-    template: str | None = Field(None, description=f"or one of: {', '.join(TEMPLATES)}")
+    template: str | None = Field(
+        None,
+        description=f"or one of: {', '.join(TEMPLATES)}",
+        json_schema_extra={"enum": [*TEMPLATES, None]},
+    )
     context: dict[str, Any] = Field(default_factory=dict, description="the template's values")
     secret: str | None = Field(
         None, min_length=16, max_length=256, description="HMAC-SHA256 key for X-Signature"
@@ -42,6 +57,18 @@ class NotificationArgs(BaseModel):
     def _known_template(cls, value: str | None) -> str | None:
         if value is not None and value not in TEMPLATES:
             raise ValueError(f"unknown template; known: {', '.join(TEMPLATES)}")
+        return value
+
+    @field_validator("payload", "context")
+    @classmethod
+    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The job travels through Redis as JSON of 64-bit numbers: refuse here what cannot.
+        try:
+            dumped = orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"not storable as JSON: {exc}") from None
+        if b"\\u0000" in dumped:  # PostgreSQL's jsonb cannot hold NUL
+            raise ValueError("must not contain NUL characters")
         return value
 
     @model_validator(mode="after")
@@ -80,6 +107,8 @@ async def send_notification(ctx: JobContext, args: NotificationArgs) -> dict[str
 class CleanupArgs(BaseModel):
     """What counts as old; with `dry_run` (the default) nothing is removed, only counted."""
 
+    model_config = ConfigDict(extra="forbid")
+
     older_than_days: int = Field(ge=1, le=36_500, examples=[180])
     dry_run: bool = True
     batch_size: int = Field(5000, ge=100, le=50_000)
@@ -98,7 +127,7 @@ async def cleanup_old_data(ctx: JobContext, args: CleanupArgs) -> dict[str, Any]
 
 
 class NoArgs(BaseModel):
-    pass
+    model_config = ConfigDict(extra="forbid")
 
 
 @registry.task(args=NoArgs, role=Role.ADMIN, timeout=1800)
@@ -133,7 +162,17 @@ REPORT_URL = "/api/v1/comments/reports/{report_id}"
 class ReportArgs(BaseModel):
     """A community's comments report over a period: `since` inclusive, `until` exclusive."""
 
-    group_id: int = Field(gt=0, description="the community's id", examples=[1])
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "description": "A community's comments report over a period: `since` inclusive, "
+            "`until` exclusive; since must be before until, and the period is at most "
+            f"{reports.MAX_PERIOD_DAYS} days.",
+            "examples": [{"group_id": 1, "format": "html", "top_n": 10}],
+        },
+    )
+
+    group_id: int = Field(gt=0, le=VK_ID_MAX, description="the community's id", examples=[1])
     since: datetime | None = Field(None, description="comments from this time on")
     until: datetime | None = Field(None, description="comments before this time")
     format: reports.ReportFormat = Field(reports.ReportFormat.JSON, description="the file's format")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from typing import Self
+
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from src.arq.schemas import Priority
 
 
 class ArqSettings(BaseSettings):
@@ -34,6 +38,15 @@ class ArqSettings(BaseSettings):
     priority_aging: float = Field(
         3600, gt=0, le=30 * 86400, description="seconds of waiting that outweigh one priority level"
     )
+    user_max_priority: Priority = Field(
+        Priority.HIGH, description="the highest priority a user (not an admin) may ask for"
+    )
+    # Fair share between owners at equal priority: an owner's k-th job queued in a burst sorts
+    # as if queued k x step later (never more than half an aging), so one owner's flood does not
+    # hold back another owner's jobs. 0 turns it off (plain FIFO within a priority).
+    fairness_step: float = Field(
+        0.1, ge=0, le=60, description="seconds one owner's queued job pushes their next one back"
+    )
     wake_on_enqueue: bool = Field(True, description="wake idle workers through Redis on enqueue")
     reconcile_interval: float = Field(
         30, ge=0.2, le=3600, description="seconds between history/Redis reconciliations"
@@ -53,3 +66,41 @@ class ArqSettings(BaseSettings):
     )
     retry_backoff: float = Field(1.0, gt=0, description="first retry delay in seconds (doubles)")
     retry_backoff_max: float = Field(300, gt=0, description="longest retry delay in seconds")
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> Self:
+        # A lease must outlive the longest pause between two looks at the queue.
+        if self.poll_delay >= self.lease:
+            raise ValueError(
+                f"ARQ_POLL_DELAY ({self.poll_delay} s) must be shorter than ARQ_LEASE "
+                f"({self.lease} s)"
+            )
+        return self
+
+    @property
+    def fairness_cap_seconds(self) -> float:
+        """The most an owner's backlog pushes their next job back: half a priority level, so
+        priorities stay strict between jobs queued close together."""
+        return self.priority_aging / 2 if self.fairness_step > 0 else 0.0
+
+    # -- live streams
+    # Counted per API process: each process also bounds its own total, so that no caller can
+    # hold more than a fixed share of a process (and none of its Redis connections: every
+    # stream of a process shares one subscription).
+    streams_per_owner: int = Field(
+        20, ge=1, le=10_000, description="status streams one owner may hold open per API process"
+    )
+    streams_per_process: int = Field(
+        1000, ge=1, le=100_000, description="status streams one API process serves at once"
+    )
+    stream_max_seconds: float = Field(
+        300,
+        gt=0,
+        le=86_400,
+        description="seconds a status stream lasts; then the client is told to reconnect",
+    )
+    # -- argument limits
+    # Job arguments live in Redis and the job history: bounded, whatever the HTTP body limit.
+    max_args_bytes: int = Field(
+        65_536, ge=1024, le=64 << 20, description="largest job arguments, in bytes of JSON"
+    )

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from src.arq.schemas import check_webhook_url
 from src.arq.service import ArqService
+from src.arq.streams import StreamHub
 
 
 def get_arq_service(request: Request) -> ArqService:
@@ -18,6 +19,14 @@ def get_arq_service(request: Request) -> ArqService:
 
 
 ArqServiceDep = Annotated[ArqService, Depends(get_arq_service)]
+
+
+def get_stream_hub(request: Request) -> StreamHub:
+    hub: StreamHub = request.app.state.stream_hub
+    return hub
+
+
+StreamHubDep = Annotated[StreamHub, Depends(get_stream_hub)]
 
 
 @dataclass(frozen=True, slots=True)

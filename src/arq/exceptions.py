@@ -58,6 +58,33 @@ class RateLimited(ArqError):
         )
 
 
+class StreamLimitReached(ArqError):
+    """The caller already holds as many open status streams as one owner may."""
+
+    status_code = 429
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"at most {limit} open status streams per owner; close one or retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+            limit=limit,
+        )
+
+
+class StreamCapacityReached(ArqError):
+    """This API process serves as many status streams as it may; another process may not."""
+
+    status_code = 503
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"this server holds its maximum of {limit} open status streams; retry in "
+            f"{retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+            limit=limit,
+        )
+
+
 class RetryLater(Exception):
     """Raised by a task for a transient failure: the job runs again after a backoff.
 

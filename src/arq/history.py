@@ -75,6 +75,8 @@ async def mark_finished(
     }
     if status is JobStatus.COMPLETE:
         values["progress"] = 100
+    else:
+        values["message"] = None  # a "retrying in 1.3 s" note must not outlive the retries
     if tries is not None:
         values["tries"] = tries
     if started_at is not None:
@@ -261,7 +263,8 @@ async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any
             update(_jobs).where(*where).values(**values, progress=100), complete
         )
     if other:
-        await connection.execute(update(_jobs).where(*where).values(**values), other)
+        # A failed or aborted job keeps no "try 2 of 3 failed, retrying" note.
+        await connection.execute(update(_jobs).where(*where).values(**values, message=None), other)
     return [job_id for job_id in ids if job_id not in already]
 
 

@@ -64,3 +64,8 @@ def reconcile_lock(queue_name: str) -> str:
 def missing_since(queue_name: str) -> str:
     """ZSET of running jobs whose lease was found missing (score: first seen missing, ms)."""
     return f"{MODULE_PREFIX}:missing:{queue_name}"
+
+
+def fair_clocks(queue_name: str) -> str:
+    """HASH `owner|priority` -> the virtual time (ms) up to which that owner's backlog reaches."""
+    return f"{MODULE_PREFIX}:fair:{queue_name}"

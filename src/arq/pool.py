@@ -8,14 +8,17 @@ from redis.asyncio import ConnectionPool
 from src.arq.serialization import deserialize, serialize
 
 
-def create_redis(url: str, *, queue_name: str, timeout: float = 3.0) -> ArqRedis:
-    """A pool that connects on first use and fails within `timeout` when Redis is away."""
+def create_redis(
+    url: str, *, queue_name: str, timeout: float = 3.0, max_connections: int = 200
+) -> ArqRedis:
+    """A pool that connects on first use and fails within `timeout` when Redis is away, and
+    answers "too many connections" (a 503) past `max_connections` instead of queueing."""
     pool = ConnectionPool.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
-        max_connections=200,
+        max_connections=max_connections,
     )
     return ArqRedis(
         pool,

@@ -22,6 +22,7 @@ from arq.connections import ArqRedis
 from arq.jobs import serialize_job
 
 from src.arq import keys
+from src.arq.config import ArqSettings
 from src.arq.schemas import Priority
 from src.arq.serialization import serialize
 
@@ -30,16 +31,31 @@ PRIORITY_LEVEL = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priorit
 JOB_KEY_TTL_MS = 7 * 86_400_000
 
 # Queue one job unless its id is held (job or result). Clears what an earlier job under the same
-# id may have left: a stale abort mark (arq #485) and the try counter.
+# id may have left: a stale abort mark (arq #485) and the try counter. Fair share: the owner's
+# virtual clock (KEYS[8], field ARGV[7]) says how far their backlog at this priority pushes the
+# job back (never beyond ARGV[10] ms); a deferred job carries that into its promotion offset.
 PUSH_SCRIPT = """
 if redis.call('exists', KEYS[1], KEYS[2]) > 0 then return 0 end
+local now, score, offset = tonumber(ARGV[8]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local step, cap = tonumber(ARGV[9]), tonumber(ARGV[10])
+local penalty = 0
+if step > 0 and ARGV[7] ~= '' then
+  local clock = math.max(tonumber(redis.call('hget', KEYS[8], ARGV[7]) or '0'), now)
+  if clock > now + cap then clock = now + cap end
+  penalty = clock - now
+  redis.call('hset', KEYS[8], ARGV[7], string.format('%.0f', clock + step))
+  -- A clock behind now means nothing: the hash lives only while someone queues.
+  redis.call('pexpire', KEYS[8], cap + step + 60000)
+end
+local deferred = tonumber(ARGV[6]) == 1
+if not deferred then score = score + penalty end
 redis.call('psetex', KEYS[1], ARGV[2], ARGV[1])
-redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
+redis.call('zadd', KEYS[3], score, ARGV[4])
 redis.call('zrem', KEYS[4], ARGV[4])
 redis.call('del', KEYS[7])
-if tonumber(ARGV[5]) > 0 then
-  redis.call('zadd', KEYS[5], ARGV[3], ARGV[4])
-  redis.call('hset', KEYS[6], ARGV[4], ARGV[5])
+if deferred and offset - penalty ~= 0 then
+  redis.call('zadd', KEYS[5], score, ARGV[4])
+  redis.call('hset', KEYS[6], ARGV[4], string.format('%.0f', offset - penalty))
 end
 return 1
 """
@@ -87,6 +103,19 @@ if #nxt == 0 then return false end
 return nxt[2]
 """
 
+# Renew the leases of jobs a worker runs, re-creating any that Redis lost (an empty restart);
+# never once the job has an ending, so a renewal racing the job's end leaves no lease behind.
+RENEW_SCRIPT = """
+local lease, result_prefix, lease_prefix = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if redis.call('exists', result_prefix .. id) == 0 then
+    redis.call('psetex', lease_prefix .. id, lease, '1')
+  end
+end
+return 1
+"""
+
 # Abort: 1 = a waiting job was taken out of the queue; 0 = it is running and is now marked for
 # cancellation; -1 = it is neither queued nor running. Atomic, so a mark is only ever set while
 # the job runs, and ARQ removes it when the job ends: no stale marks.
@@ -114,6 +143,7 @@ class QueuedJob:
     run_at_ms: int
     enqueued_ms: int
     job_try: int | None = None
+    owner: str = ""  # for fair share between owners; "" = not counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +160,43 @@ class JobState:
 class JobQueue:
     """Queue operations on one ARQ queue."""
 
-    def __init__(self, redis: ArqRedis, *, queue_name: str, aging_seconds: float) -> None:
+    def __init__(
+        self,
+        redis: ArqRedis,
+        *,
+        queue_name: str,
+        aging_seconds: float,
+        fairness_step: float = 0.0,
+        fairness_cap: float = 0.0,
+    ) -> None:
         self.redis = redis
         self.queue_name = queue_name
         self.aging_ms = int(aging_seconds * 1000)
+        self.fair_step_ms = int(fairness_step * 1000)
+        self.fair_cap_ms = int(fairness_cap * 1000) if self.fair_step_ms else 0
+        # Every ready job sorts this much earlier than its ready time, so that one pushed back
+        # by its owner's backlog (at most this much) is still due at once.
+        self.shift_ms = self.fair_cap_ms
         self.wake_channel = keys.wake_channel(queue_name)
         self._push = redis.register_script(PUSH_SCRIPT)
         self._claim = redis.register_script(CLAIM_SCRIPT)
         self._promote = redis.register_script(PROMOTE_SCRIPT)
         self._abort = redis.register_script(ABORT_SCRIPT)
 
+    @classmethod
+    def for_settings(cls, redis: ArqRedis, settings: ArqSettings) -> JobQueue:
+        """The queue as `settings` describe it (name, aging, fair share)."""
+        return cls(
+            redis,
+            queue_name=settings.queue_name,
+            aging_seconds=settings.priority_aging,
+            fairness_step=settings.fairness_step,
+            fairness_cap=settings.fairness_cap_seconds,
+        )
+
     def offset(self, priority: Priority) -> int:
-        return PRIORITY_LEVEL[priority] * self.aging_ms
+        """How much earlier than its ready time a job of this priority sorts."""
+        return PRIORITY_LEVEL[priority] * self.aging_ms + self.shift_ms
 
     def score(self, priority: Priority, run_at_ms: int, now_ms: int) -> int:
         """Where a job sorts: deferred jobs wait at their time, ready ones at their priority."""
@@ -158,10 +213,11 @@ class JobQueue:
                 payload = serialize_job(
                     job.function, (), job.kwargs, job.job_try, job.enqueued_ms, serializer=serialize
                 )
+                deferred = job.run_at_ms > now_ms
                 # Equal scores sort by id; a fraction of a millisecond keeps a batch in order
                 # (a double holds 12 bits below the millisecond at today's timestamps).
                 score = self.score(job.priority, job.run_at_ms, now_ms) + index / 4096
-                deferred_offset = self.offset(job.priority) if job.run_at_ms > now_ms else 0
+                fair_field = f"{job.owner}|{job.priority.value}" if job.owner else ""
                 await self._push(
                     keys=[
                         keys.job_key_prefix + job.job_id,
@@ -171,13 +227,19 @@ class JobQueue:
                         keys.deferred_set(self.queue_name),
                         keys.priority_offsets(self.queue_name),
                         keys.retry_key_prefix + job.job_id,
+                        keys.fair_clocks(self.queue_name),
                     ],
                     args=[
                         payload,
                         max(job.run_at_ms - now_ms, 0) + JOB_KEY_TTL_MS,
                         score,
                         job.job_id,
-                        deferred_offset,
+                        self.offset(job.priority),
+                        int(deferred),
+                        fair_field,
+                        now_ms,
+                        self.fair_step_ms,
+                        self.fair_cap_ms,
                     ],
                     client=pipe,
                 )
@@ -263,6 +325,15 @@ class JobQueue:
             )
             for i in range(0, len(raw), 5)
         ]
+
+    async def expire_results(self, job_ids: Sequence[str], *, keep_ms: int) -> None:
+        """Give recorded endings their time in Redis (workers keep them until recorded)."""
+        if not job_ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.pexpire(keys.result_key_prefix + job_id, keep_ms)
+            await pipe.execute()
 
     async def forget_result(self, job_id: str) -> None:
         """Drop ARQ's copy of a finished job's ending (so the id can be queued again)."""

@@ -30,6 +30,9 @@ from src.arq.serialization import deserialize
 logger = logging.getLogger(__name__)
 
 HISTORY_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+# A batch whose transaction failed is written again after this long, up to this many times.
+RETRY_SECONDS = 1.0
+WRITE_ATTEMPTS = 30
 
 
 async def announce(redis: Any, *job_ids: str) -> None:
@@ -56,6 +59,7 @@ class _Start:
 class _End:
     job_id: str
     job_try: int | None  # None: ARQ ended it without running it (aborted before start, ...)
+    attempts: int = 0  # writes of this record that failed so far
 
 
 class HistoryWriter:
@@ -69,8 +73,11 @@ class HistoryWriter:
         delay: float = 0.005,
         max_batch: int = 500,
         notify: Callable[[list[str]], Awaitable[object]] | None = None,
+        keep_result_ms: int = 3_600_000,
     ) -> None:
         self.queue = queue
+        # Workers store endings without an expiry; once recorded they get this long in Redis.
+        self.keep_result_ms = keep_result_ms
         self.sessionmaker = sessionmaker
         # Called with the jobs whose recorded ending owes a completion webhook.
         self.notify = notify
@@ -82,12 +89,19 @@ class HistoryWriter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Endings as the worker made them (ARQ's result records), until recorded: the history
+        # gets them even when Redis is unreachable or lost them meanwhile (an empty restart).
+        self._endings: dict[str, bytes] = {}
 
     def started(self, job_id: str, job_try: int, at: datetime) -> None:
         self._add(_Start(job_id, job_try, at))
 
     def ended(self, job_id: str, job_try: int | None) -> None:
         self._add(_End(job_id, job_try))
+
+    def remember(self, job_id: str, result_data: bytes) -> None:
+        """Keep a job's ending (ARQ's serialised result) until the history has it."""
+        self._endings[job_id] = result_data
 
     def _add(self, record: _Start | _End) -> None:
         self._pending.append(record)
@@ -124,11 +138,28 @@ class HistoryWriter:
             else:
                 self._idle.set()
 
+    def _retry_later(self, ends: list[_End]) -> None:
+        again = [
+            _End(end.job_id, end.job_try, end.attempts + 1)
+            for end in ends
+            if end.attempts < WRITE_ATTEMPTS
+        ]
+        for end in ends:
+            if end.attempts >= WRITE_ATTEMPTS:
+                self._endings.pop(end.job_id, None)  # left to the reconciliation
+        if again and not self._closing:
+            asyncio.get_running_loop().call_later(RETRY_SECONDS, self._re_add, again)
+
+    def _re_add(self, ends: list[_End]) -> None:
+        for end in ends:
+            self._add(end)
+
     async def _write(self, batch: list[_Start | _End]) -> None:
         starts = [record for record in batch if isinstance(record, _Start)]
         ends = [record for record in batch if isinstance(record, _End)]
         redis = self.queue.redis
         running = keys.running_set(self.queue.queue_name)
+        replies: list[Any] | None
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 if starts:
@@ -140,15 +171,21 @@ class HistoryWriter:
                     pipe.zrem(running, *(end.job_id for end in ends))
                 replies = await pipe.execute()
         except (RedisError, OSError):
+            # The history is written all the same: endings from what the worker kept.
             logger.warning("could not read the state of %d job(s) from Redis", len(batch))
-            return
+            replies = None
         offset = 1 if starts else 0
         states = {
-            end.job_id: (replies[offset + 2 * i], replies[offset + 2 * i + 1])
+            end.job_id: (
+                (replies[offset + 2 * i] if replies is not None else None)
+                or self._endings.get(end.job_id),
+                replies[offset + 2 * i + 1] if replies is not None else None,
+            )
             for i, end in enumerate(ends)
         }
         retries: list[tuple[str, float, str]] = []
         to_notify: list[str] = []
+        recorded: list[str] = []
         try:
             async with self.sessionmaker.begin() as session:
                 await history.mark_started_many(
@@ -182,8 +219,18 @@ class HistoryWriter:
                             retries.append((end.job_id, score, priority))
                 await history.mark_finished_many(session, finished)
                 await history.mark_waiting_many(session, waiting)
+            recorded = [row["b_id"] for row in finished]
+            for end in ends:
+                self._endings.pop(end.job_id, None)
         except HISTORY_ERRORS:
+            # Tried again shortly (the endings also stay in Redis without an expiry, where a
+            # status read or the reconciliation finds them).
             logger.warning("could not record %d job record(s)", len(batch), exc_info=True)
+            self._retry_later(ends)
+        try:
+            await self.queue.expire_results(recorded, keep_ms=self.keep_result_ms)
+        except (RedisError, OSError):
+            logger.warning("could not set the expiry of %d recorded ending(s)", len(recorded))
         try:
             for job_id, score, priority in retries:
                 await self.queue.defer_priority(

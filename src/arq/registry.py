@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 from arq.cron import CronJob
 from arq.cron import cron as arq_cron
 from arq.worker import Function, Retry
@@ -44,9 +45,15 @@ class TaskSpec:
         object.__setattr__(self, "_field_names", tuple(self.args_model.model_fields))
 
     def validate_args(
-        self, args: list[Any], kwargs: dict[str, Any], *, loc_prefix: tuple[Any, ...] = ()
+        self,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        loc_prefix: tuple[Any, ...] = (),
+        max_bytes: int | None = None,
     ) -> dict[str, Any]:
-        """Map positional args onto the model's fields in order, validate, return JSON kwargs."""
+        """Map positional args onto the model's fields in order, validate, return JSON kwargs
+        (refused past `max_bytes` of JSON, ARQ_MAX_ARGS_BYTES, naming the largest fields)."""
         errors: list[dict[str, Any]] = []
         merged = dict(kwargs)
         if len(args) > len(self._field_names):
@@ -82,7 +89,11 @@ class TaskSpec:
                 ]
             else:
                 dumped: dict[str, Any] = model.model_dump(mode="json")
-                return dumped
+                errors = _unstorable(dumped, (*loc_prefix, "kwargs")) or _too_large(
+                    dumped, max_bytes, loc_prefix
+                )
+                if not errors:
+                    return dumped
         reasons = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'][len(loc_prefix) :])}: {e['msg']}" for e in errors
         )
@@ -118,6 +129,52 @@ class TaskSpec:
 
         run.__qualname__ = run.__name__ = self.name
         return arq_func(run, name=self.name, timeout=self.timeout, max_tries=self.max_tries)
+
+
+def _unstorable(value: Any, loc: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """Errors for text the job history cannot store: a NUL character (PostgreSQL's JSON and
+    text refuse it), in a value or a key, at any depth."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            msg = "must not contain the NUL character (U+0000)"
+            return [{"loc": list(loc), "msg": msg, "type": "nul"}]
+        return []
+    errors: list[dict[str, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            errors += _unstorable(key, (*loc, key)) + _unstorable(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            errors += _unstorable(item, (*loc, index))
+    return errors
+
+
+def _too_large(
+    values: dict[str, Any], max_bytes: int | None, loc_prefix: tuple[Any, ...]
+) -> list[dict[str, Any]]:
+    """Errors naming the largest arguments if `values` exceed `max_bytes` as JSON (as stored)."""
+    if max_bytes is None:
+        return []
+    total = len(orjson.dumps(values))
+    if total <= max_bytes:
+        return []
+    sizes = sorted(
+        ((len(orjson.dumps(value)), name) for name, value in values.items()), reverse=True
+    )
+    errors: list[dict[str, Any]] = []
+    # Name the largest fields until what is left fits: those are the ones to shrink.
+    for size, name in sizes:
+        errors.append(
+            {
+                "loc": [*loc_prefix, "kwargs", name],
+                "msg": f"too large: {size} bytes, at most {max_bytes} for all arguments",
+                "type": "too_large",
+            }
+        )
+        total -= size
+        if total <= max_bytes:
+            break
+    return errors
 
 
 @dataclass(frozen=True)
@@ -180,6 +237,19 @@ class TaskRegistry:
             )
         return jobs
 
+    def scheduled_runs(self, settings: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Cron job name -> (task, validated arguments) of each enabled schedule: what the
+        worker queues when ARQ's timing says a run is due."""
+        runs: dict[str, tuple[str, dict[str, Any]]] = {}
+        for schedule in self.schedules:
+            if schedule.enabled(settings):
+                spec = self.get(schedule.task)
+                runs[f"cron:{spec.name}"] = (
+                    spec.name,
+                    spec.validate_args([], schedule.kwargs(settings)),
+                )
+        return runs
+
     def on_worker_shutdown(self, hook: WorkerHook) -> WorkerHook:
         self.shutdown_hooks.append(hook)
         return hook
@@ -216,6 +286,12 @@ class TaskRegistry:
     def add(self, spec: TaskSpec) -> None:
         if spec.name in self._tasks:
             raise ValueError(f"task {spec.name!r} is declared twice")
+        if spec.args_model.model_config.get("extra") != "forbid":
+            # Else a misspelt argument is dropped and the job runs with the default.
+            raise ValueError(
+                f"task {spec.name!r}: {spec.args_model.__name__} must refuse unknown arguments "
+                '(model_config = ConfigDict(extra="forbid"))'
+            )
         self._tasks[spec.name] = spec
 
     def get(self, name: str, *, loc: str = "function_name") -> TaskSpec:

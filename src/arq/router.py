@@ -1,18 +1,23 @@
 """REST API of the job module: `/api/v1/arq/*`."""
 
 import hashlib
+import logging
+import random
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Response, status
-from fastapi.openapi.models import Example
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
-from src.arq.dependencies import ArqServiceDep
+from src.arq.dependencies import ArqServiceDep, StreamHubDep
 from src.arq.exceptions import InvalidJobArguments
 from src.arq.registry import TaskRegistry
 from src.arq.schemas import (
     JOB_ID_PATTERN,
+    MAX_OFFSET,
     EnqueueRequest,
     EnqueueResponse,
     HealthResponse,
@@ -23,73 +28,75 @@ from src.arq.schemas import (
     QueueInfo,
     TaskInfo,
 )
+from src.arq.streams import JobStream, StreamEnd
 from src.auth.dependencies import PrincipalDep
+from src.openapi import SingleQueryValues
+
+logger = logging.getLogger(__name__)
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the job's id")]
 
+# Every error status carries the `Error` shape (see `src.openapi`, which also adds 401, 422, and
+# 400/413 where a body is read).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid credential"},
     404: {"description": "No such job, or not yours"},
-    503: {"description": "Redis or the database is unreachable"},
+    503: {"description": "Redis or the database is unreachable; see Retry-After"},
 }
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: ERROR_RESPONSES[503]}
+ENQUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **UNAVAILABLE,
+    403: {"description": "The task needs the admin role"},
+    429: {"description": "Your enqueue rate limit was reached; see Retry-After"},
+}
+# PostgreSQL text cannot hold NUL: a filter with one is refused here, not by the database.
+NO_NUL = r"^[^\x00]*$"
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+Limit = Annotated[int, Query(ge=1, le=500, description="items in the page")]
 
 
-def _task_examples(registry: TaskRegistry) -> dict[str, Example]:
-    examples: dict[str, Example] = {}
-    for spec in registry:
-        kwargs = {
-            name: field.get_default(call_default_factory=True)
-            for name, field in spec.args_model.model_fields.items()
-            if not field.is_required()
-        }
-        for name, field in spec.args_model.model_fields.items():
-            if field.is_required() and field.examples:
-                kwargs[name] = field.examples[0]
-        examples[spec.name] = Example(
-            summary=f"{spec.name} ({spec.role.value})",
-            description=spec.description,
-            value={"function_name": spec.name, "kwargs": kwargs},
-        )
-    return examples
-
-
-def build_router(registry: TaskRegistry) -> APIRouter:
-    """The job API for the tasks of `registry` (they feed the OpenAPI examples)."""
+def build_router(registry: TaskRegistry, *, batch_limit: int | None = None) -> APIRouter:
+    """The job API for the tasks of `registry` (`src.openapi` documents each task's request);
+    `batch_limit` (ARQ_BATCH_LIMIT) is checked while a batch is validated, not after all of it
+    was."""
     router = APIRouter(prefix="/api/v1/arq", tags=["jobs"])
-    examples = _task_examples(registry)
 
     @router.post(
         "/enqueue",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=EnqueueResponse,
         responses={
-            **ERROR_RESPONSES,
-            403: {"description": "The task needs the admin role"},
+            **ENQUEUE_ERRORS,
             409: {"description": "job_id already in use; carries its status_url"},
-            422: {"description": "Unknown task or invalid arguments (names the field)"},
-            429: {"description": "Enqueue rate limit reached; see Retry-After"},
         },
     )
     async def enqueue(
-        service: ArqServiceDep,
-        principal: PrincipalDep,
-        request: Annotated[EnqueueRequest, Body(openapi_examples=examples)],
+        service: ArqServiceDep, principal: PrincipalDep, request: EnqueueRequest
     ) -> EnqueueResponse:
-        """Queue one job. Arguments are validated against the task's declaration now."""
+        """Queue one job. Arguments are validated against the task's declaration now: the body's
+        schema is one per task (`function_name` picks it); rules that JSON Schema cannot state
+        are in each task's `kwargs` description, and a 422 names the rule broken. Text in the
+        arguments (values and keys) must not contain the NUL character (U+0000): the history
+        cannot store it."""
         return await service.enqueue(request, principal=principal)
 
     @router.post(
         "/enqueue-batch",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=list[EnqueueResponse],
-        responses={**ERROR_RESPONSES, 409: {"description": "a job_id is in use"}},
+        responses={
+            **ENQUEUE_ERRORS,
+            409: {"description": "a job_id is in use, or given twice in the batch"},
+        },
     )
     async def enqueue_batch(
         service: ArqServiceDep,
         principal: PrincipalDep,
-        requests: Annotated[list[EnqueueRequest], Body(min_length=1)],
+        requests: Annotated[list[EnqueueRequest], Body(min_length=1, max_length=batch_limit)],
     ) -> list[EnqueueResponse]:
-        """Queue several jobs: all are validated first, and either all are queued or none."""
+        """Queue several jobs: all are validated first, and either all are queued or none.
+        Text in the arguments (values and keys) must not contain the NUL character (U+0000).
+        A batch holds at most ARQ_BATCH_LIMIT jobs, and at most ARQ_ENQUEUE_RATE_LIMIT while a
+        rate limit is on (the smaller applies; the 422 names it)."""
         limit = service.settings.batch_limit
         if len(requests) > limit:
             raise InvalidJobArguments(
@@ -139,43 +146,46 @@ def build_router(registry: TaskRegistry) -> APIRouter:
 
     @router.get(
         "/status/{job_id}/stream",
-        response_class=StreamingResponse,
+        response_class=EventSourceResponse,
         responses={
             **ERROR_RESPONSES,
             200: {
                 "content": {"text/event-stream": {}},
                 "description": "Server-Sent Events: one `status` event per change, ending when "
-                "the job finishes",
+                "the job finishes (or after ARQ_STREAM_MAX_SECONDS with a `retry:` hint)",
+            },
+            429: {"description": "You hold ARQ_STREAMS_PER_OWNER open streams; see Retry-After"},
+            503: {
+                "description": "Redis or the database is unreachable, or this server holds "
+                "ARQ_STREAMS_PER_PROCESS open streams; see Retry-After"
             },
         },
     )
     async def job_status_stream(
-        service: ArqServiceDep,
+        hub: StreamHubDep,
         principal: PrincipalDep,
         job_id: JobIdPath,
         last_event_id: Annotated[str | None, Header()] = None,
-    ) -> StreamingResponse:
+    ) -> EventSourceResponse:
         """Live status: an SSE `status` event now and after each change (progress included),
         until the job finishes. On reconnect, send `Last-Event-ID` to skip a state you have."""
-        updates = service.watch_job(job_id, principal=principal)
-        first = await anext(updates)  # a 404 is raised here, before the stream starts
-        return StreamingResponse(
-            _sse(first, updates, last_event_id),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        stream = await hub.open(job_id, principal=principal)  # 404/429/503 before it starts
+        return StatusEvents(stream, last_event_id)
 
-    @router.get("/jobs", response_model=JobPage, responses=ERROR_RESPONSES)
+    @router.get(
+        "/jobs", response_model=JobPage, responses=UNAVAILABLE, dependencies=[SingleQueryValues]
+    )
     async def list_jobs(
         service: ArqServiceDep,
         principal: PrincipalDep,
         status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
-        function: Annotated[str | None, Query(max_length=100)] = None,
+        function: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
         owner: Annotated[
-            str | None, Query(max_length=100, description="admins only: one owner's jobs")
+            str | None,
+            Query(max_length=100, pattern=NO_NUL, description="admins only: one owner's jobs"),
         ] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Limit = 50,
+        offset: Offset = 0,
     ) -> JobPage:
         """Your jobs, newest first (an admin sees everyone's)."""
         return await service.list_jobs(
@@ -187,13 +197,15 @@ def build_router(registry: TaskRegistry) -> APIRouter:
             offset=offset,
         )
 
-    @router.get("/failed", response_model=JobPage, responses=ERROR_RESPONSES)
+    @router.get(
+        "/failed", response_model=JobPage, responses=UNAVAILABLE, dependencies=[SingleQueryValues]
+    )
     async def failed_jobs(
         service: ArqServiceDep,
         principal: PrincipalDep,
-        function: Annotated[str | None, Query(max_length=100)] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        function: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
     ) -> JobPage:
         """Dead letters: failed jobs with their error and tries (an admin sees everyone's)."""
         return await service.list_failed(
@@ -212,12 +224,12 @@ def build_router(registry: TaskRegistry) -> APIRouter:
         """Queue a failed or aborted job again under its id; earlier rounds stay in `attempts`."""
         return await service.retry_job(job_id, principal=principal)
 
-    @router.get("/queue/info", response_model=QueueInfo, responses=ERROR_RESPONSES)
+    @router.get("/queue/info", response_model=QueueInfo, responses=UNAVAILABLE)
     async def queue_info(service: ArqServiceDep, principal: PrincipalDep) -> QueueInfo:
         """Queue depth, jobs by task, live workers and the last hour's outcomes."""
         return await service.queue_info()
 
-    @router.get("/tasks", response_model=list[TaskInfo], responses=ERROR_RESPONSES)
+    @router.get("/tasks", response_model=list[TaskInfo])
     async def tasks(service: ArqServiceDep, principal: PrincipalDep) -> list[TaskInfo]:
         """The tasks you may enqueue, with the JSON schema of their arguments."""
         return service.tasks(principal=principal)
@@ -238,11 +250,43 @@ def build_router(registry: TaskRegistry) -> APIRouter:
 
 
 KEEP_ALIVE_SECONDS = 15.0
+# What the client's EventSource waits before reconnecting: sent first, as today, and again
+# (spread out, so that streams opened together do not all come back at once) when the server
+# ends a stream that the client should resume.
+RETRY_MS = 2000
+RESUME_RETRY_MS = (1000, 3000)
+# A client that stops reading (its socket buffers full) is dropped after this long.
+SEND_TIMEOUT_SECONDS = 30.0
+SEP = "\n"
 
 
-def _event(update: JobStatusResponse) -> str:
-    data = update.model_dump_json()
-    return f"id: {_event_id(update)}\nevent: status\ndata: {data}\n\n"
+class StatusEvents(EventSourceResponse):
+    """The SSE response of one `JobStream`: pings, disconnect detection and shutdown come from
+    sse-starlette; the stream's place under the caps is given back however the response ends
+    (disconnect, job finished, max life, shutdown, a client that stopped reading)."""
+
+    def __init__(self, stream: JobStream, last_event_id: str | None) -> None:
+        self.stream = stream
+        super().__init__(
+            _events(stream, last_event_id),
+            headers={"Cache-Control": "no-cache"},
+            ping=KEEP_ALIVE_SECONDS,
+            ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SEP),
+            sep=SEP,
+            send_timeout=SEND_TIMEOUT_SECONDS,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            logger.info("status stream of job %s: the client stopped reading", self.stream.job_id)
+        finally:
+            self.stream.close()
+
+
+def _event(update: JobStatusResponse) -> ServerSentEvent:
+    return ServerSentEvent(update.model_dump_json(), event="status", id=_event_id(update), sep=SEP)
 
 
 def _event_id(update: JobStatusResponse) -> str:
@@ -254,26 +298,18 @@ def _event_id(update: JobStatusResponse) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-async def _sse(
-    first: JobStatusResponse | None,
-    updates: AsyncIterator[JobStatusResponse | None],
-    last_event_id: str | None,
-) -> AsyncIterator[str]:
+async def _events(stream: JobStream, last_event_id: str | None) -> AsyncIterator[ServerSentEvent]:
     try:
-        yield "retry: 2000\n\n"
-        if first is not None and _event_id(first) != last_event_id:
-            yield _event(first)
-        if first is not None and first.status.finished:
-            return
-        quiet = 0.0
-        async for update in updates:
-            if update is None:
-                quiet += 1.0
-                if quiet >= KEEP_ALIVE_SECONDS:
-                    quiet = 0.0
-                    yield ": keep-alive\n\n"
-                continue
-            quiet = 0.0
+        yield ServerSentEvent(retry=RETRY_MS, sep=SEP)
+        if _event_id(stream.first) != last_event_id:
+            yield _event(stream.first)
+        async for update in stream.updates():
             yield _event(update)
+        if stream.ended_by in (StreamEnd.MAX_LIFE, StreamEnd.CLOSED):
+            yield ServerSentEvent(
+                comment="stream life over: reconnect with Last-Event-ID to resume",
+                retry=random.randint(*RESUME_RETRY_MS),
+                sep=SEP,
+            )
     finally:
-        await updates.aclose()  # type: ignore[attr-defined]
+        stream.close()

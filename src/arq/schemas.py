@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+# Paging deeper than this is a scan nobody needs; the bound also keeps OFFSET within BIGINT.
+MAX_OFFSET = 1_000_000_000
 
 
 def check_webhook_url(value: str) -> str:
@@ -102,6 +104,7 @@ class EnqueueRequest(BaseModel):
         None,
         min_length=16,
         max_length=256,
+        pattern=r"^[^\x00]*$",  # stored in PostgreSQL text, which cannot hold NUL
         description="HMAC-SHA256 key: the webhook carries an X-Signature (never shown back)",
     )
 

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,7 +42,7 @@ from src.arq.outcome import (
     outcome_from_result,
 )
 from src.arq.pool import create_redis
-from src.arq.queue import JobQueue, QueuedJob
+from src.arq.queue import PRIORITY_LEVEL, JobQueue, QueuedJob
 from src.arq.recording import announce
 from src.arq.registry import TaskRegistry, TaskSpec
 from src.arq.schemas import (
@@ -72,10 +71,10 @@ from src.exceptions import ServiceUnavailable
 logger = logging.getLogger(__name__)
 
 SYSTEM = Principal(owner="system", role=Role.ADMIN)
+# Ids of the system's own jobs (schedules, completion webhooks); no client id may take them.
+RESERVED_ID_PREFIXES = ("cron:", "notify-")
 WORKER_HEARTBEAT_SECONDS = 5.0
 WORKER_LIVE_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
-# A status stream re-reads the job at least this often, even without a change announced.
-STREAM_POLL_SECONDS = 1.0
 # The task that carries completion webhooks, and the template of their body.
 NOTIFY_TASK = "send_notification"
 NOTIFY_TEMPLATE = "job_finished"
@@ -92,6 +91,7 @@ class _Prepared:
     status: JobStatus
     notify_url: str | None = None
     notify_secret: str | None = None
+    owner: str = ""  # whose job (for fair share); "" = the caller's
 
 
 class ArqService:
@@ -111,9 +111,9 @@ class ArqService:
         self.registry = registry
         self.settings = settings
         self.api_prefix = api_prefix
-        self.queue = JobQueue(
-            redis, queue_name=settings.queue_name, aging_seconds=settings.priority_aging
-        )
+        self.queue = JobQueue.for_settings(redis, settings)
+        # Used while Redis is unreachable, so that the enqueue limit never fails open.
+        self._local_limits = LocalRateLimiter()
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -156,6 +156,15 @@ class ArqService:
         self, requests: Sequence[EnqueueRequest], *, principal: Principal
     ) -> list[EnqueueResponse]:
         """Validate every job first; queue all of them or none."""
+        limit = self.batch_limit
+        if len(requests) > limit:
+            which = (
+                "ARQ_ENQUEUE_RATE_LIMIT" if limit < self.settings.batch_limit else "ARQ_BATCH_LIMIT"
+            )
+            raise InvalidJobArguments(
+                f"a batch holds at most {limit} jobs ({which}), got {len(requests)}",
+                [{"loc": ["body"], "msg": f"at most {limit} items ({which})", "type": "too_long"}],
+            )
         now_ms = int(time.time() * 1000)
         prepared = [
             self._prepare(request, principal=principal, now_ms=now_ms, loc=("body", index))
@@ -181,7 +190,10 @@ class ArqService:
         spec = self.registry.get(request.function_name, loc=".".join(map(str, loc)))
         if spec.role is Role.ADMIN and not principal.is_admin:
             raise TaskForbidden(f"task {spec.name!r} needs the admin role")
-        kwargs = spec.validate_args(request.args, request.kwargs, loc_prefix=loc)
+        self._check_priority(request.priority, principal)
+        kwargs = spec.validate_args(
+            request.args, request.kwargs, loc_prefix=loc, max_bytes=self.settings.max_args_bytes
+        )
         if request.notify_url is not None and NOTIFY_TASK not in self.registry:
             raise InvalidJobArguments(
                 "notify_url: completion webhooks need the send_notification task",
@@ -202,7 +214,7 @@ class ArqService:
             score = now_ms
         return _Prepared(
             spec=spec,
-            job_id=request.job_id or uuid.uuid4().hex,
+            job_id=self._job_id(request.job_id, principal, loc=loc),
             kwargs=kwargs,
             priority=request.priority,
             run_at_ms=score,
@@ -211,11 +223,75 @@ class ArqService:
             notify_secret=request.notify_secret,
         )
 
+    def _check_priority(self, priority: Priority, principal: Principal) -> None:
+        ceiling = self.settings.user_max_priority
+        if not principal.is_admin and PRIORITY_LEVEL[priority] > PRIORITY_LEVEL[ceiling]:
+            raise TaskForbidden(
+                f"priority {priority.value!r} needs the admin role; users may ask for up to "
+                f"{ceiling.value!r} (ARQ_USER_MAX_PRIORITY)"
+            )
+
+    def _job_id(self, requested: str | None, principal: Principal, *, loc: tuple[Any, ...]) -> str:
+        """The id a job is stored under. A client's own id lives in its owner's namespace, so
+        it can never collide with another owner's job or a system job (schedules, webhooks)."""
+        if requested is None:
+            return uuid.uuid4().hex
+        if requested.lower().startswith(RESERVED_ID_PREFIXES):
+            raise InvalidJobArguments(
+                f"job_id: {requested!r} starts with a prefix reserved for the system's jobs",
+                [
+                    {
+                        "loc": [*loc, "job_id"],
+                        "msg": "must not start with "
+                        + ", ".join(repr(p) for p in RESERVED_ID_PREFIXES),
+                        "type": "reserved",
+                    }
+                ],
+            )
+        if principal == SYSTEM:
+            return requested
+        return owner_job_id(principal.owner, requested)
+
+    async def enqueue_scheduled(
+        self, task: str, kwargs: dict[str, Any], *, slot: str, run_at: datetime
+    ) -> str | None:
+        """Queue a schedule's run under the id `slot` (the system's, not a client's); the id it
+        runs under, or None when another worker has queued this run already. A slot held by
+        anything else is logged and the run goes ahead under an id of its own."""
+        spec = self.registry.get(task)
+        now = now_ms()
+        run_ms = max(now, datetime_to_ms(run_at))
+        for job_id in (slot, f"{slot}:{uuid.uuid4().hex[:8]}"):
+            item = _Prepared(
+                spec=spec,
+                job_id=job_id,
+                kwargs=kwargs,
+                priority=Priority.NORMAL,
+                run_at_ms=run_ms,
+                status=JobStatus.DEFERRED if run_ms > now else JobStatus.QUEUED,
+            )
+            try:
+                await self._enqueue_prepared([item], principal=SYSTEM, now_ms=now, charge=False)
+                return job_id
+            except JobConflict:
+                async with self.sessionmaker() as session:
+                    existing = await history.get(session, job_id)
+                if existing and existing.function == spec.name and existing.owner == SYSTEM.owner:
+                    return None  # this run is queued (by another worker at the same tick)
+                logger.warning(
+                    "the slot %s of the schedule of %s is taken by another job; "
+                    "the run goes ahead under an id of its own",
+                    job_id,
+                    spec.name,
+                )
+        return None
+
     async def _enqueue_prepared(
-        self, items: list[_Prepared], *, principal: Principal, now_ms: int
+        self, items: list[_Prepared], *, principal: Principal, now_ms: int, charge: bool = True
     ) -> list[EnqueueResponse]:
         ids = [item.job_id for item in items]
-        await self._charge_rate_limit(principal.owner, len(items))
+        if charge:
+            await self._charge_rate_limit(principal.owner, len(items))
         rows = [self._history_row(item, owner=principal.owner, now_ms=now_ms) for item in items]
         try:
             async with self.sessionmaker.begin() as session:
@@ -225,10 +301,11 @@ class ArqService:
                     taken = next(job_id for job_id in ids if job_id not in inserted)
                     raise await self._conflict(session, taken, principal)
         except JobConflict:
-            await self._refund_rate_limit(principal.owner, len(items))
+            if charge:
+                await self._refund_rate_limit(principal.owner, len(items))
             raise
         try:
-            await self._push(items, now_ms=now_ms)
+            await self._push(items, now_ms=now_ms, owner=principal.owner)
         except JobConflict:
             async with self.sessionmaker.begin() as session:
                 await history.remove(session, ids)
@@ -280,21 +357,26 @@ class ArqService:
                 status_url=f"{self.api_prefix}/status/{job_id}",
                 job_id=job_id,
             )
-        # Someone else's job: say the id is taken, nothing about that job.
+        # Only the system's own ids are outside the caller's namespace: say nothing about it.
         return JobConflict(f"job_id {job_id!r} is already in use", job_id=job_id)
 
     async def _refund_rate_limit(self, owner: str, count: int) -> None:
         if self.settings.enqueue_rate_limit == 0:
             return
-        with contextlib.suppress(RedisError, OSError):
+        try:
             await self.redis.decrby(keys.rate_limit(owner, int(time.time() // 60)), count)
+        except (RedisError, OSError):
+            self._local_limits.refund(owner, count)
 
     async def _charge_rate_limit(self, owner: str, count: int) -> None:
+        """Count `count` jobs against the owner's per-minute limit (shared through Redis; while
+        Redis is unreachable, counted per process instead: the limit never fails open)."""
         limit = self.settings.enqueue_rate_limit
         if limit == 0:
             return
         now = time.time()
-        key = keys.rate_limit(owner, int(now // 60))
+        window = int(now // 60)
+        key = keys.rate_limit(owner, window)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.incrby(key, count)
@@ -303,12 +385,20 @@ class ArqService:
             if used > limit:
                 await self.redis.decrby(key, count)
         except (RedisError, OSError):
-            return  # no Redis, no counter: let the job through rather than refuse it
+            used = self._local_limits.charge(owner, window, count, limit=limit)
         if used > limit:
             raise RateLimited(retry_after=max(1, 60 - int(now % 60)))
 
-    async def _push(self, items: list[_Prepared], *, now_ms: int) -> None:
-        jobs = _queued_jobs(items, now_ms=now_ms)
+    @property
+    def batch_limit(self) -> int:
+        """Jobs one batch may hold: a batch must be able to pass the per-minute limit."""
+        limit = self.settings.batch_limit
+        if self.settings.enqueue_rate_limit:
+            limit = min(limit, self.settings.enqueue_rate_limit)
+        return limit
+
+    async def _push(self, items: list[_Prepared], *, now_ms: int, owner: str) -> None:
+        jobs = _queued_jobs(items, now_ms=now_ms, owner=owner)
         outcomes = await self.queue.push(jobs, now_ms=now_ms, wake=self.settings.wake_on_enqueue)
         refused = [job.job_id for job, ok in zip(jobs, outcomes, strict=True) if not ok]
         if refused:
@@ -388,6 +478,10 @@ class ArqService:
                     error=outcome.error,
                 )
                 fresh = await history.get(session, job_id)
+            with contextlib.suppress(RedisError, OSError):
+                await self.queue.expire_results(
+                    [job_id], keep_ms=int(self.settings.keep_result * 1000)
+                )
             if record.notify_url is not None:
                 await self._dispatch_quietly(job_id)
             return fresh or record
@@ -516,6 +610,12 @@ class ArqService:
                 f"only failed or aborted jobs can be retried; job {job_id!r} is {status.value}",
                 job_id=job_id,
             )
+        spec = self.registry.get(record.function)
+        if spec.role is Role.ADMIN and not principal.is_admin:
+            # Roles are checked now, not when the job was first queued: a demoted admin may not
+            # re-run an admin task.
+            raise TaskForbidden(f"task {spec.name!r} needs the admin role")
+        self._check_priority(Priority(record.priority), principal)
         now = now_ms()
         attempt = {
             "status": record.status,
@@ -525,6 +625,12 @@ class ArqService:
             "finished_at": record.finished_at.isoformat() if record.finished_at else None,
             "retried_by": principal.owner,
         }
+        try:
+            # The old ending goes first: once the row says "queued", nothing may find that
+            # ending in Redis and copy it back over the new round.
+            await self.queue.forget_result(job_id)
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
         async with self.sessionmaker.begin() as session:
             if not await history.requeue(session, job_id, at=ms_to_datetime(now), attempt=attempt):
                 raise JobConflict(f"job {job_id!r} changed meanwhile; try again", job_id=job_id)
@@ -535,9 +641,9 @@ class ArqService:
             priority=Priority(record.priority),
             run_at_ms=now,
             enqueued_ms=now,
+            owner=record.owner,
         )
         try:
-            await self.queue.forget_result(job_id)
             await self.queue.push([job], now_ms=now, wake=self.settings.wake_on_enqueue)
         except (RedisError, OSError):
             logger.warning("Redis is unreachable: retried job %s waits in the database", job_id)
@@ -593,6 +699,7 @@ class ArqService:
                 priority=Priority(record.priority),
                 run_at_ms=now,
                 status=JobStatus.QUEUED,
+                owner=record.owner,
             )
             chosen[record.job_id] = notify_id
             items.append(item)
@@ -600,7 +707,9 @@ class ArqService:
         async with self.sessionmaker.begin() as session:
             inserted = await history.insert_new(session, rows) if rows else set()
             await history.set_notification_jobs(session, chosen)
-        jobs = _queued_jobs([item for item in items if item.job_id in inserted], now_ms=now)
+        jobs = _queued_jobs(
+            [item for item in items if item.job_id in inserted], now_ms=now, owner=""
+        )
         if jobs:
             try:
                 await self.queue.push(jobs, now_ms=now, wake=self.settings.wake_on_enqueue)
@@ -616,36 +725,6 @@ class ArqService:
             await self.dispatch_notifications([job_id])
         except (SQLAlchemyError, RedisError, OSError):
             logger.warning("could not queue the webhook of job %s; the sweep will", job_id)
-
-    # -- live status -----------------------------------------------------------------------
-
-    async def watch_job(
-        self, job_id: str, *, principal: Principal = SYSTEM, poll: float = STREAM_POLL_SECONDS
-    ) -> AsyncIterator[JobStatusResponse | None]:
-        """Yield the job's status at once and after every change; `None` when nothing changed
-        for `poll` seconds (a chance to send a keep-alive). Ends once the job has finished."""
-        await self._visible_record(job_id, principal)  # 404 before anything streams
-        pubsub: PubSub | None = self.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            try:
-                await pubsub.subscribe(keys.job_events(job_id))  # type: ignore[union-attr]
-            except (RedisError, OSError):
-                pubsub = None  # no announcements: re-read on the poll interval alone
-            last: JobStatusResponse | None = None
-            while True:
-                current = await self.get_job_status(job_id, principal=principal)
-                if last is None or _changed(last, current):
-                    last = current
-                    yield current
-                    if current.status.finished:
-                        return
-                else:
-                    yield None
-                await _wait_for_event(pubsub, poll)
-        finally:
-            if pubsub is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- queue and health ------------------------------------------------------------------
 
@@ -765,23 +844,6 @@ async def open_arq_service(
         await engine.dispose()
 
 
-def _changed(before: JobStatusResponse, after: JobStatusResponse) -> bool:
-    fields = ("status", "progress", "message", "tries", "scheduled_for", "finished_at")
-    return any(getattr(before, name) != getattr(after, name) for name in fields)
-
-
-async def _wait_for_event(pubsub: Any, seconds: float) -> None:
-    if pubsub is None:
-        await asyncio.sleep(seconds)
-        return
-    try:
-        message = await pubsub.get_message(timeout=seconds)
-        while message is not None:  # several changes at once: one re-read covers them
-            message = await pubsub.get_message(timeout=0)
-    except (RedisError, OSError):
-        await asyncio.sleep(seconds)
-
-
 def _status_response(record: JobRecord) -> JobStatusResponse:
     return JobStatusResponse(
         job_id=record.job_id,
@@ -805,7 +867,7 @@ def _status_response(record: JobRecord) -> JobStatusResponse:
     )
 
 
-def _queued_jobs(items: list[_Prepared], *, now_ms: int) -> list[QueuedJob]:
+def _queued_jobs(items: list[_Prepared], *, now_ms: int, owner: str) -> list[QueuedJob]:
     return [
         QueuedJob(
             job_id=item.job_id,
@@ -814,9 +876,36 @@ def _queued_jobs(items: list[_Prepared], *, now_ms: int) -> list[QueuedJob]:
             priority=item.priority,
             run_at_ms=item.run_at_ms,
             enqueued_ms=now_ms,
+            owner=item.owner or owner,
         )
         for item in items
     ]
+
+
+def owner_job_id(owner: str, job_id: str) -> str:
+    """Where a client's own job id lives: `o<10 hex of the owner>:<id>`."""
+    return f"o{hashlib.sha256(owner.encode()).hexdigest()[:10]}:{job_id}"
+
+
+class LocalRateLimiter:
+    """Per-process enqueue counters per owner and minute, for when Redis cannot count."""
+
+    def __init__(self) -> None:
+        self._used: dict[tuple[str, int], int] = {}
+
+    def charge(self, owner: str, window: int, count: int, *, limit: int) -> int:
+        """Count `count` jobs; the total including them (not counted if over `limit`)."""
+        for key in [key for key in self._used if key[1] < window]:
+            del self._used[key]  # earlier minutes
+        used = self._used.get((owner, window), 0) + count
+        if used <= limit:
+            self._used[(owner, window)] = used
+        return used
+
+    def refund(self, owner: str, count: int) -> None:
+        for key in self._used:
+            if key[0] == owner:
+                self._used[key] = max(0, self._used[key] - count)
 
 
 def notification_job_id(record: JobRecord) -> str:

@@ -9,7 +9,7 @@ import os
 import socket
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from src.arq.context import JobContext
 from src.arq.registry import registry
@@ -18,6 +18,8 @@ __all__ = ["ALL_TASKS", "registry"]
 
 
 class PingArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     message: str = Field("pong", max_length=1000, description="echoed back in the result")
 
 

@@ -25,18 +25,24 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import arq.worker as arq_worker
+import redis as sync_redis
 from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.utils import to_unix_ms, truncate
 from redis.exceptions import RedisError
 
 from src.arq import keys
 from src.arq.config import ArqSettings
 from src.arq.outcome import ms_to_datetime, now_ms
-from src.arq.queue import JobQueue
+from src.arq.queue import RENEW_SCRIPT, JobQueue
 from src.arq.reconcile import reconcile
 from src.arq.recording import HISTORY_ERRORS, HistoryWriter
 from src.arq.registry import TaskRegistry
@@ -48,23 +54,66 @@ from src.database import create_engine, create_sessionmaker
 
 logger = logging.getLogger("src.arq.worker")
 
+BACK_IN_LINE_SCRIPT = """
+redis.call('del', KEYS[1])
+if redis.call('exists', KEYS[3]) == 0 then
+  redis.call('zrem', KEYS[2], ARGV[2])
+elseif tonumber(ARGV[1]) ~= 0 then
+  redis.call('zincrby', KEYS[2], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+# How long a worker keeps trying to store a job's ending while Redis is unreachable.
+ENDING_WRITE_SECONDS = 300.0
+
 # ARQ's own worker class, kept before `arq.worker.Worker` is rebound to `JobWorker` below.
 _ArqWorker = arq_worker.Worker
 ArqWorker = _ArqWorker
 
 
-_SECRET_ARG = re.compile(r"(\b\w*(?:secret|token|password)\w*=)'[^']*'?", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"secret|token|password|api_?key|authorization", re.IGNORECASE)
+MASK = "***"
+
+
+def mask_secrets(value: Any) -> Any:
+    """`value` with every value under a secret-looking key replaced, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            key: MASK if isinstance(key, str) and _SECRET_NAME.search(key) else mask_secrets(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask_secrets(item) for item in value]
+    return value
+
+
+def _masked_args_to_string(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+    """ARQ's argument text for its log lines, secrets masked by structure (not by a pattern
+    over the text, which a secret containing a quote escapes)."""
+    arguments = ", ".join(repr(mask_secrets(arg)) for arg in args)
+    if kwargs:
+        if arguments:
+            arguments += ", "
+        arguments += ", ".join(
+            f"{key}={MASK!r}" if _SECRET_NAME.search(key) else f"{key}={mask_secrets(value)!r}"
+            for key, value in sorted(kwargs.items())
+        )
+    return truncate(arguments)
+
+
+# ARQ's worker builds its "→ job(args)" log line with this module-level function.
+arq_worker.args_to_string = _masked_args_to_string
 
 
 class _NoPriorityDelayLog(logging.Filter):
-    """ARQ logs `delayed=` from the score, which for priority jobs includes their offset; and it
-    logs a job's arguments, whose secrets (a webhook's `secret=`) must not reach the log."""
+    """ARQ logs `delayed=` from the score, which for priority jobs includes their offset."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) == 4:
             extra = str(args[3]).split(" delayed=")[0]
-            record.args = (args[0], args[1], _SECRET_ARG.sub(r"\1'***'", str(args[2])), extra)
+            record.args = (args[0], args[1], args[2], extra)
         return True
 
 
@@ -89,17 +138,85 @@ class JobWorker(_ArqWorker):
         self._queue: JobQueue | None = None
         self._listener: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
-        self._next_renewal = 0.0
         self._next_reconcile = 0.0
         self._redis_down_since: float | None = None
+        # Leases are renewed from a thread of their own, so a job that holds the event loop
+        # (CPU work, a blocking call) cannot let its lease lapse and be started a second time.
+        self._leased: set[str] = set()
+        self._leased_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+        self._renewer_stop = threading.Event()
 
     @property
     def queue(self) -> JobQueue:
         if self._queue is None:
-            self._queue = JobQueue(
-                self.pool, queue_name=self.queue_name, aging_seconds=self.settings.priority_aging
-            )
+            self._queue = JobQueue.for_settings(self.pool, self.settings)
         return self._queue
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def _start_renewer(self) -> None:
+        if self._renewer is None or not self._renewer.is_alive():
+            self._renewer_stop.clear()
+            self._renewer = threading.Thread(
+                target=self._renew_forever, name="arq-lease-renewer", daemon=True
+            )
+            self._renewer.start()
+
+    def _stop_renewer(self) -> None:
+        self._renewer_stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+            self._renewer = None
+
+    def _renew_forever(self) -> None:
+        """Every third of a lease, extend the leases of the jobs this worker runs."""
+        # A connection of its own, to the server the worker's pool talks to.
+        pool = self.pool.connection_pool
+        given = pool.connection_kwargs
+        options: dict[str, Any] = {
+            name: given[name]
+            for name in ("host", "port", "db", "username", "password")
+            if name in given
+        }
+        if "path" in given:
+            options["unix_socket_path"] = given["path"]
+        client = sync_redis.Redis(
+            **options,
+            ssl="SSL" in pool.connection_class.__name__,
+            socket_timeout=max(1.0, self.settings.lease / 6),
+            socket_connect_timeout=max(1.0, self.settings.lease / 6),
+        )
+        script = client.register_script(RENEW_SCRIPT)
+        lease_ms = int(self.settings.lease * 1000)
+        prefixes = [keys.result_key_prefix, keys.in_progress_key_prefix]
+        try:
+            while not self._renewer_stop.wait(self.settings.lease / 3):
+                with self._leased_lock:
+                    job_ids = list(self._leased)
+                if not job_ids:
+                    continue
+                try:
+                    script(args=[lease_ms, *prefixes, *job_ids])
+                except (RedisError, OSError):
+                    logger.warning("could not renew the leases of %d job(s)", len(job_ids))
+        finally:
+            client.close()
+
+    def _lease_taken(self, job_id: str) -> None:
+        with self._leased_lock:
+            self._leased.add(job_id)
+
+    def _lease_given_back(self, job_id: str) -> None:
+        with self._leased_lock:
+            self._leased.discard(job_id)
+
+    def _job_done(self, job_id: str) -> Any:
+        def done(_: asyncio.Task[None]) -> None:
+            self._lease_given_back(job_id)
+            self._release_sem_dec_counter_on_complete()
+
+        return done
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -118,7 +235,6 @@ class JobWorker(_ArqWorker):
                 if task.done():
                     del self.tasks[job_id]
                     task.result()  # surfaces errors of run_job, as ARQ does
-            await self._renew_leases()
             self._maybe_reconcile()
             await self.heart_beat()
             if self._redis_down_since is not None:
@@ -140,12 +256,19 @@ class JobWorker(_ArqWorker):
             free = min(free, self.max_burst_jobs - self._jobs_started())
         if free <= 0:
             return
+        self._start_renewer()
         claimed = await self.queue.claim(free, lease_ms=int(self.settings.lease * 1000), now_ms=now)
         for job_id, score in claimed:
+            running = self.tasks.get(job_id)
+            if running is not None and not running.done():
+                # Its lease lapsed while it runs here (Redis lost it): never start a second copy.
+                logger.warning("job %s already runs in this worker; not started twice", job_id)
+                continue
             await self.sem.acquire()  # free slots were counted: this does not wait
             self.job_counter += 1
+            self._lease_taken(job_id)
             task = self.loop.create_task(self.run_job(job_id, score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            task.add_done_callback(self._job_done(job_id))
             self.tasks[job_id] = task
 
     async def _sleep(self, next_due: int | None) -> None:
@@ -175,13 +298,6 @@ class JobWorker(_ArqWorker):
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _renew_leases(self) -> None:
-        now = time.monotonic()
-        if now < self._next_renewal:
-            return
-        self._next_renewal = now + self.settings.lease / 3
-        await self.queue.renew(list(self.tasks), lease_ms=int(self.settings.lease * 1000))
-
     def _maybe_reconcile(self) -> None:
         now = time.monotonic()
         if now < self._next_reconcile or "sessionmaker" not in self.ctx:
@@ -201,6 +317,7 @@ class JobWorker(_ArqWorker):
                 queue=self.queue,
                 sessionmaker=self.ctx["sessionmaker"],
                 lease_seconds=self.settings.lease,
+                keep_result_seconds=self.settings.keep_result,
             )
             # Webhooks owed by endings recorded elsewhere or lost to a crash.
             await self.ctx["arq_service"].dispatch_notifications()
@@ -209,16 +326,140 @@ class JobWorker(_ArqWorker):
 
     # -- endings ARQ writes without calling the job hooks ----------------------------------
 
-    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
-        """Aborted before start, out of tries, expired: record these endings too."""
-        await super().finish_failed_job(job_id, result_data)
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """ARQ's ending, except that the result is kept until the history has recorded it
+        (the history writer then gives it `keep_result`): an ending the history missed for a
+        while must not expire and make the job look lost, or it would run again. The history
+        writer keeps a copy too, and a failed write to Redis is tried again (the job keeps its
+        lease meanwhile), so an ending survives a Redis outage or an empty restart."""
         writer: HistoryWriter | None = self.ctx.get("history_writer")
+        if finish and result_data and writer is not None:
+            writer.remember(job_id, result_data)
+        if not finish:
+            # Going back to the queue: its lease must not be renewed behind ARQ's back.
+            self._lease_given_back(job_id)
+        if not finish and keep_in_progress is None:
+            await self._write_ending(job_id, lambda: self._back_in_line(job_id, incr_score))
+            return
+        await self._write_ending(
+            job_id,
+            lambda: super(JobWorker, self).finish_job(
+                job_id,
+                finish,
+                result_data,
+                result_timeout_s,
+                keep_result_forever or bool(result_data),
+                incr_score,
+                keep_in_progress,
+            ),
+        )
+        self._lease_given_back(job_id)
+
+    async def _back_in_line(self, job_id: str, incr_score: int | None) -> None:
+        """ARQ's "run it again" (a retry, a cancellation), only while the job is still stored:
+        after an empty Redis restart ARQ's ZINCRBY would queue a bare id at a score near 0
+        that then fails as "job expired"; the reconciliation queues the job again instead."""
+        script = self.pool.register_script(BACK_IN_LINE_SCRIPT)
+        await script(
+            keys=[
+                keys.in_progress_key_prefix + job_id,
+                self.queue_name,
+                keys.job_key_prefix + job_id,
+            ],
+            args=[incr_score or 0, job_id],
+        )
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """Aborted before start, out of tries, expired: kept until recorded, and recorded."""
+        writer: HistoryWriter | None = self.ctx.get("history_writer")
+        if result_data is not None and writer is not None:
+            writer.remember(job_id, result_data)
+
+        async def write() -> None:
+            # ARQ's own version, without an expiry on the result (nor its PX 0, arq #531).
+            async with self.pool.pipeline(transaction=True) as tr:
+                tr.delete(
+                    keys.retry_key_prefix + job_id,
+                    keys.in_progress_key_prefix + job_id,
+                    keys.job_key_prefix + job_id,
+                )
+                tr.zrem(keys.abort_jobs_ss, job_id)
+                tr.zrem(self.queue_name, job_id)
+                if result_data is not None:
+                    tr.set(keys.result_key_prefix + job_id, result_data)
+                await tr.execute()
+
+        await self._write_ending(job_id, write)
+        self._lease_given_back(job_id)
         if writer is not None:
             writer.ended(job_id, None)
+
+    async def _write_ending(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        """`write` a job's ending to Redis, trying again while Redis is unreachable (up to
+        ENDING_WRITE_SECONDS): a lost ending would let the job run again."""
+        deadline = time.monotonic() + ENDING_WRITE_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                await write()
+                return
+            except (RedisError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                if delay == 0.1:
+                    logger.warning(
+                        "could not store the ending of job %s in Redis (%s); trying again",
+                        job_id,
+                        type(exc).__name__,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- schedules -------------------------------------------------------------------------
+
+    async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> None:
+        """ARQ's timing of the schedules, but each run is queued through the job service: in
+        the history, under an id no client can take; a slot held by anything else is logged
+        and the schedule runs all the same."""
+        service: ArqService | None = self.ctx.get("arq_service")
+        if service is None:
+            await super().run_cron(n, delay, num_windows)
+            return
+        schedules: dict[str, tuple[str, dict[str, Any]]] = self.ctx.get("schedules", {})
+        cutoff = n.timestamp() + delay * num_windows
+        due: list[tuple[CronJob, datetime]] = []
+        for cron_job in self.cron_jobs:
+            if cron_job.next_run is None:
+                if cron_job.run_at_startup:
+                    cron_job.next_run = n
+                else:
+                    cron_job.calculate_next(n)
+                    continue
+            if cron_job.next_run.timestamp() < cutoff:
+                due.append((cron_job, cron_job.next_run))
+                cron_job.calculate_next(cron_job.next_run)
+        for cron_job, run_at in due:
+            task, kwargs = schedules.get(cron_job.name, (cron_job.name.removeprefix("cron:"), {}))
+            try:
+                await service.enqueue_scheduled(
+                    task, kwargs, slot=f"cron:{task}:{to_unix_ms(run_at)}", run_at=run_at
+                )
+            except Exception:  # one schedule's trouble must not stop the others
+                logger.exception("could not queue the scheduled run of %s", task)
 
     async def close(self) -> None:
         """ARQ's close, except that a job cancelled while ARQ writes its ending does not make
         the worker exit with an error (the ending is written; the history catches up)."""
+        self._stop_renewer()
         for task in (self._listener, self._reconciler):
             if task is not None and not task.done():
                 task.cancel()
@@ -264,11 +505,7 @@ def worker_options(
         engine = create_engine(settings.database_url, timeout=settings.database_timeout)
         ctx["engine"] = engine
         ctx["sessionmaker"] = create_sessionmaker(engine)
-        ctx["job_queue"] = JobQueue(
-            ctx["redis"],
-            queue_name=arq_settings.queue_name,
-            aging_seconds=arq_settings.priority_aging,
-        )
+        ctx["job_queue"] = JobQueue.for_settings(ctx["redis"], arq_settings)
         # The worker's own handle on the job API: it queues the completion webhooks.
         ctx["arq_service"] = ArqService(
             redis=ctx["redis"],
@@ -280,6 +517,7 @@ def worker_options(
             queue=ctx["job_queue"],
             sessionmaker=ctx["sessionmaker"],
             notify=ctx["arq_service"].dispatch_notifications,
+            keep_result_ms=int(arq_settings.keep_result * 1000),
         )
         ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
@@ -340,7 +578,7 @@ def worker_options(
         "allow_abort_jobs": True,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
-        "ctx": {"arq_settings": arq_settings},
+        "ctx": {"arq_settings": arq_settings, "schedules": registry.scheduled_runs(arq_settings)},
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "on_job_start": on_job_start,

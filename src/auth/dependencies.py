@@ -21,11 +21,16 @@ def get_authenticator(request: Request) -> Authenticator:
 
 
 async def get_principal(
+    request: Request,
     authenticator: Annotated[Authenticator, Depends(get_authenticator)],
     api_key: Annotated[str | None, Security(api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
 ) -> Principal:
     """The authenticated caller, from `X-API-Key` or `Authorization: Bearer`."""
+    # Found by the request guard (`src.http_limits`) before the body was read: not twice.
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        return known
     if api_key:
         return authenticator.from_api_key(api_key)
     if bearer is not None and bearer.credentials:

@@ -1,42 +1,69 @@
 """REST API of the comments pipeline: `/api/v1/comments/*`.
 
 Comments are public VK data: any authenticated caller may read them. The parse jobs follow the
-job API's rules (they belong to whoever started them).
+job API's rules (they belong to whoever started them). Every integer parameter is bounded and
+every id fits in BIGINT, so a bad value is a 422 here, not an error in the database or the queue.
 """
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from src.admin.reports import ReportFormat, get_report, list_reports
+from src.admin.reports import MAX_PERIOD_DAYS, ReportFormat, get_report, list_reports
 from src.admin.statistics import CommunityStatsOut, list_statistics
 from src.arq.dependencies import ArqServiceDep, Webhook, WebhookDep
-from src.arq.schemas import JOB_ID_PATTERN, EnqueueRequest
+from src.arq.schemas import JOB_ID_PATTERN, MAX_OFFSET, EnqueueRequest
 from src.arq.service import ArqService
 from src.auth.dependencies import PrincipalDep
 from src.auth.schemas import Principal
 from src.comments import service
-from src.comments.analysis import COMMENT_REF, get_analysis, parse_ref, text_hash
+from src.comments.analysis import get_analysis, parse_ref, text_hash
 from src.comments.dependencies import SessionDep
 from src.comments.exceptions import AnalysisNotFound, CommentNotFound
 from src.comments.schemas import (
+    COMMENT_REF_PATTERN,
+    COMMENT_REFS_PATTERN,
+    VK_ID_MAX,
     AnalysisOut,
     CommentOut,
     CommentPage,
+    IsoDatetime,
     JobAcceptedData,
     JobAcceptedResponse,
     ParseJobData,
     ParseJobResponse,
     ReportPage,
 )
+from src.comments.tasks import SCREEN_NAME
+from src.openapi import SingleQueryValues
 
-router = APIRouter(prefix="/api/v1/comments", tags=["comments"])
+router = APIRouter(prefix="/api/v1/comments", tags=["comments"], dependencies=[SingleQueryValues])
 
-QUEUED: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid credential"},
-    422: {"description": "Bad input, naming the field"},
+# Every operation reads the database or Redis; the error statuses carry the `Error` shape.
+STORED: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Redis or the database is unreachable; see Retry-After"},
 }
+QUEUED: dict[int | str, dict[str, Any]] = {
+    **STORED,
+    429: {"description": "Your enqueue rate limit was reached; see Retry-After"},
+}
+WEBHOOK_RULE = "`X-Notify-Secret` needs X-Notify-Url."
+_GROUP_ID = Query(gt=0, le=VK_ID_MAX, description="the community's id")
+_POST_ID = Query(gt=0, le=VK_ID_MAX, description="a post on the community's wall")
+_COMMENT_IDS = Query(
+    max_length=30_000,
+    pattern=COMMENT_REFS_PATTERN,
+    description="1 to 1000 comma-separated `{owner_id}_{comment_id}` references, e.g. "
+    "`-1_25,-1_26`",
+)
+GroupId = Annotated[int, _GROUP_ID]
+OptionalGroupId = Annotated[int | None, _GROUP_ID]
+OptionalPostId = Annotated[int | None, _POST_ID]
+CommentIds = Annotated[str, _COMMENT_IDS]
+OptionalCommentIds = Annotated[str | None, _COMMENT_IDS]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+Since = Annotated[IsoDatetime | None, Query(description="from this time on (ISO 8601)")]
+Until = Annotated[IsoDatetime | None, Query(description="before this time (ISO 8601)")]
 
 
 @router.post(
@@ -44,17 +71,21 @@ QUEUED: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ParseJobResponse,
     responses=QUEUED,
+    description="Queue `parse_vk_comments`: fetch a community's posts and all their comments."
+    "\n\nRules the schema cannot state (a 422 names the rule broken): give either group_id or "
+    f"screen_name. {WEBHOOK_RULE}",
 )
 async def parse_vk_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
     webhook: WebhookDep,
-    group_id: Annotated[int | None, Query(gt=0, description="the community's id")] = None,
+    group_id: OptionalGroupId = None,
     screen_name: Annotated[
-        str | None, Query(max_length=64, description="or its short name")
+        str | None,
+        Query(pattern=SCREEN_NAME.pattern, description="or its short name, e.g. `apiclub`"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="newest posts to read")] = 100,
-    since: Annotated[datetime | None, Query(description="only posts from this time on")] = None,
+    since: Since = None,
 ) -> ParseJobResponse:
     """Queue `parse_vk_comments`: fetch a community's posts and all their comments."""
     kwargs = {"group_id": group_id, "screen_name": screen_name, "limit": limit, "since": since}
@@ -114,16 +145,8 @@ async def _queue(
 def _refs(comment_ids: str | None) -> list[str] | None:
     if comment_ids is None:
         return None
-    return [ref.strip() for ref in comment_ids.split(",") if ref.strip()]
-
-
-CommentIds = Annotated[
-    str | None,
-    Query(
-        max_length=30_000,
-        description="comma-separated `{owner_id}_{comment_id}` references, e.g. `-1_25,-1_26`",
-    ),
-]
+    # A comment named twice is the same comment: once, in the order given.
+    return list(dict.fromkeys(ref.strip() for ref in comment_ids.split(",")))
 
 
 @router.post(
@@ -131,12 +154,14 @@ CommentIds = Annotated[
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAcceptedResponse,
     responses=QUEUED,
+    description="Queue `analyze_text_morphology` (stored per comment) or `extract_keywords` for "
+    f"comments.\n\nRules the schema cannot state (a 422 names the rule broken): {WEBHOOK_RULE}",
 )
 async def analyze_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
     webhook: WebhookDep,
-    comment_ids: CommentIds = None,
+    comment_ids: CommentIds,
     analysis_type: Annotated[
         Literal["morphology", "keywords"], Query(description="what to compute")
     ] = "morphology",
@@ -152,17 +177,21 @@ async def analyze_async(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAcceptedResponse,
     responses=QUEUED,
+    description="Queue `extract_keywords` for a community (or one post, or a period) or for "
+    "comments.\n\nRules the schema cannot state (a 422 names the rule broken): give either "
+    "group_id (with post_id, since, until) or comment_ids; post_id needs the group_id of its "
+    f"community. {WEBHOOK_RULE}",
 )
 async def keywords_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
     webhook: WebhookDep,
-    group_id: Annotated[int | None, Query(gt=0)] = None,
-    post_id: Annotated[int | None, Query(gt=0)] = None,
-    comment_ids: CommentIds = None,
+    group_id: OptionalGroupId = None,
+    post_id: OptionalPostId = None,
+    comment_ids: OptionalCommentIds = None,
     top_n: Annotated[int, Query(ge=1, le=200)] = 20,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Since = None,
+    until: Until = None,
 ) -> JobAcceptedResponse:
     """Queue `extract_keywords` for a community (or one post, or a period) or for comments."""
     params = {
@@ -181,6 +210,8 @@ async def keywords_async(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAcceptedResponse,
     responses={**QUEUED, 403: {"description": "Needs the admin role"}},
+    description="Queue `cleanup_old_data` (admin): comments, analyses and finished jobs past the "
+    f"cut-off.\n\nRules the schema cannot state (a 422 names the rule broken): {WEBHOOK_RULE}",
 )
 async def cleanup_async(
     arq_service: ArqServiceDep,
@@ -199,14 +230,17 @@ async def cleanup_async(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAcceptedResponse,
     responses=QUEUED,
+    description="Queue `generate_report`; when complete, download it from `reports/{job_id}`."
+    "\n\nRules the schema cannot state (a 422 names the rule broken): since must be before "
+    f"until, and the period is at most {MAX_PERIOD_DAYS} days. {WEBHOOK_RULE}",
 )
 async def report_async(
     arq_service: ArqServiceDep,
     principal: PrincipalDep,
     webhook: WebhookDep,
-    group_id: Annotated[int, Query(gt=0, description="the community's id")],
-    since: Annotated[datetime | None, Query(description="comments from this time on")] = None,
-    until: Annotated[datetime | None, Query(description="comments before this time")] = None,
+    group_id: GroupId,
+    since: Since = None,
+    until: Until = None,
     report_format: Annotated[
         ReportFormat, Query(alias="format", description="the file's format")
     ] = ReportFormat.JSON,
@@ -224,17 +258,13 @@ async def report_async(
 
 
 # Declared before `/{comment_ref}`, which `/reports` would otherwise match.
-@router.get(
-    "/reports",
-    response_model=ReportPage,
-    responses={401: {"description": "No valid credential"}},
-)
+@router.get("/reports", response_model=ReportPage, responses=STORED)
 async def reports_list(
     session: SessionDep,
     principal: PrincipalDep,
-    group_id: Annotated[int | None, Query(gt=0, description="one community's")] = None,
+    group_id: OptionalGroupId = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> ReportPage:
     """Your reports (an admin's: everyone's), newest first, without their content."""
     items, total = await list_reports(
@@ -252,10 +282,9 @@ async def reports_list(
             "description": "The report file (an attachment)",
             "content": {"application/json": {}, "text/csv": {}, "text/html": {}},
         },
-        401: {"description": "No valid credential"},
         404: {"description": "No such report, or someone else's"},
         409: {"description": "Your report's job has not finished yet"},
-        422: {"description": "Not a report id"},
+        **STORED,
     },
 )
 async def download_report(
@@ -280,30 +309,28 @@ async def download_report(
     )
 
 
-@router.get(
-    "/stats",
-    response_model=list[CommunityStatsOut],
-    responses={401: {"description": "No valid credential"}},
-)
+@router.get("/stats", response_model=list[CommunityStatsOut], responses=STORED)
 async def community_stats(session: SessionDep, principal: PrincipalDep) -> list[CommunityStatsOut]:
     """Per-community aggregates as of the last `update_statistics` run (see `computed_at`)."""
     rows = await list_statistics(session)
     return [CommunityStatsOut.model_validate(row) for row in rows]
 
 
-@router.get("", response_model=CommentPage, responses={401: {"description": "No credential"}})
+@router.get("", response_model=CommentPage, responses=STORED)
 async def list_comments(
     session: SessionDep,
     principal: PrincipalDep,
-    group_id: Annotated[int | None, Query(gt=0, description="the community's id")] = None,
-    post_id: Annotated[int | None, Query(gt=0)] = None,
-    since: Annotated[datetime | None, Query(description="comments from this time on")] = None,
-    until: Annotated[datetime | None, Query(description="comments before this time")] = None,
+    group_id: OptionalGroupId = None,
+    post_id: OptionalPostId = None,
+    since: Since = None,
+    until: Until = None,
     q: Annotated[
-        str | None, Query(min_length=1, max_length=200, description="text contains")
+        str | None,
+        # PostgreSQL text cannot hold NUL: refused here rather than by the database.
+        Query(min_length=1, max_length=200, pattern=r"^[^\x00]+$", description="text contains"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> CommentPage:
     """Stored comments, newest first, filtered by community, post, period and text."""
     rows, total = await service.list_comments(
@@ -324,15 +351,22 @@ async def list_comments(
     )
 
 
+CommentRef = Annotated[
+    str,
+    Path(
+        pattern=COMMENT_REF_PATTERN,
+        description="`{owner_id}_{comment_id}` as VK writes it, e.g. `-1_25`",
+    ),
+]
+
+
 @router.get(
     "/{comment_ref}/analysis",
     response_model=AnalysisOut,
-    responses={404: {"description": "No such comment, or not analysed yet"}},
+    responses={404: {"description": "No such comment, or not analysed yet"}, **STORED},
 )
 async def comment_analysis(
-    session: SessionDep,
-    principal: PrincipalDep,
-    comment_ref: Annotated[str, Path(pattern=COMMENT_REF.pattern)],
+    session: SessionDep, principal: PrincipalDep, comment_ref: CommentRef
 ) -> AnalysisOut:
     """The stored morphology of a comment (see `analyze/async`)."""
     owner_id, comment_id = parse_ref(comment_ref)  # the path pattern checked the form
@@ -350,18 +384,10 @@ async def comment_analysis(
 @router.get(
     "/{comment_ref}",
     response_model=CommentOut,
-    responses={404: {"description": "No such comment"}, 401: {"description": "No credential"}},
+    responses={404: {"description": "No such comment"}, **STORED},
 )
 async def get_comment(
-    session: SessionDep,
-    principal: PrincipalDep,
-    comment_ref: Annotated[
-        str,
-        Path(
-            pattern=COMMENT_REF.pattern,
-            description="`{owner_id}_{comment_id}` as VK writes it, e.g. `-1_25`",
-        ),
-    ],
+    session: SessionDep, principal: PrincipalDep, comment_ref: CommentRef
 ) -> CommentOut:
     """One stored comment."""
     owner_id, comment_id = parse_ref(comment_ref)  # the path pattern checked the form

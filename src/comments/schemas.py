@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from src.admin.reports import ReportOut
+
+# VK ids are stored as BIGINT and travel through Redis as JSON (64-bit integers): a larger one is
+# refused at the edge with a 422, never discovered in the database or the queue.
+VK_ID_MAX = 2**63 - 1
+# A comment reference with at most 18 digits a side fits in BIGINT (real VK ids are far shorter).
+COMMENT_REF_PATTERN = r"^-?[0-9]{1,18}_[0-9]{1,18}$"
+# A comma-separated list of 1 to 1000 of them, as the `comment_ids` query parameter takes it.
+COMMENT_REFS_PATTERN = r"^ *-?[0-9]{1,18}_[0-9]{1,18} *(, *-?[0-9]{1,18}_[0-9]{1,18} *){0,999}$"
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso_only(value: Any) -> Any:
+    # Pydantic would read `0.5` or `1700000000` as a Unix time; the API speaks ISO 8601 only.
+    if isinstance(value, str) and not _ISO_DATE.match(value.strip()):
+        raise ValueError("must be an ISO 8601 date-time with a timezone, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+"""A query parameter's date-time: ISO 8601 with a timezone (`Z` or `+03:00`), nothing else."""
 
 
 class AttachmentOut(BaseModel):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 
 from src.arq.context import JobContext
@@ -16,20 +17,24 @@ from src.arq.exceptions import RetryLater
 from src.arq.registry import registry
 from src.comments.analysis import (
     CHUNK,
+    CommentText,
+    analyze,
     analyze_and_store,
     background_stats,
+    comment_conditions,
+    comment_pages,
     comments_by_ref,
-    comments_query,
     parse_ref,
+    period_conditions,
     ref_of,
-    stream,
 )
 from src.comments.exceptions import VKNotConfigured
 from src.comments.models import Comment
 from src.comments.parsing import CommunityParser
+from src.comments.schemas import COMMENT_REF_PATTERN, VK_ID_MAX
 from src.config import load
-from src.morphology.analyzer import MorphAnalyzer, TextAnalysis, create_analyzer
-from src.morphology.keywords import Keyword, KeywordExtractor
+from src.morphology.analyzer import MorphAnalyzer, create_analyzer
+from src.morphology.keywords import CorpusStats, Keyword, KeywordExtractor
 from src.vk.client import VKClient
 from src.vk.config import VKSettings
 from src.vk.exceptions import VKRetryableError
@@ -41,16 +46,43 @@ SCREEN_NAME = re.compile(r"^[A-Za-z0-9_.]{2,64}$")
 MAX_RATE_WAIT_SECONDS = 5.0
 
 
-class ParseVKCommentsArgs(BaseModel):
-    """Which community to read, and how much of it."""
+def exactly_one(*names: str) -> dict[str, Any]:
+    """JSON Schema of a `give either … or …` rule: exactly one of the fields, and not null."""
+    return {
+        "oneOf": [
+            {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in names
+        ]
+    }
 
-    group_id: int | None = Field(None, gt=0, description="the community's id", examples=[1])
+
+class ParseVKCommentsArgs(BaseModel):
+    """Which community to read, and how much of it: give either group_id or screen_name."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            **exactly_one("group_id", "screen_name"),
+            "examples": [{"group_id": 1, "limit": 10}],
+        },
+    )
+
+    group_id: int | None = Field(
+        None, gt=0, le=VK_ID_MAX, description="the community's id", examples=[1]
+    )
     screen_name: str | None = Field(
-        None, description="or its short name (e.g. `apiclub`)", examples=["apiclub"]
+        None,
+        description="or its short name (e.g. `apiclub`)",
+        examples=["apiclub"],
+        json_schema_extra={"pattern": SCREEN_NAME.pattern},
     )
     limit: int = Field(100, ge=1, le=10_000, description="newest posts to read")
     post_ids: list[int] | None = Field(
-        None, max_length=1000, description="read only these posts (ids on the community's wall)"
+        None,
+        max_length=1000,
+        description="read only these posts (ids on the community's wall)",
+        json_schema_extra={
+            "items": {"type": "integer", "exclusiveMinimum": 0, "maximum": VK_ID_MAX}
+        },
     )
     since: datetime | None = Field(None, description="only posts published at or after this time")
 
@@ -66,6 +98,8 @@ class ParseVKCommentsArgs(BaseModel):
     def _check_post_ids(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and any(post_id <= 0 for post_id in value):
             raise ValueError("post ids are positive")
+        if value is not None and any(post_id > VK_ID_MAX for post_id in value):
+            raise ValueError(f"post ids are at most {VK_ID_MAX}")
         return value
 
     @field_validator("since")
@@ -136,7 +170,10 @@ async def parse_vk_comments(ctx: JobContext, args: ParseVKCommentsArgs) -> dict[
 def _check_refs(value: list[str] | None) -> list[str] | None:
     if value is not None:
         for ref in value:
-            parse_ref(ref)  # ValueError names the bad one
+            owner_id, comment_id = parse_ref(ref)  # ValueError names the bad one
+            # Stored as BIGINT: a larger id is refused here, not by the database in the job.
+            if max(abs(owner_id), comment_id) > VK_ID_MAX:
+                raise ValueError(f"ids in {ref!r} are at most {VK_ID_MAX}")
         if len(set(value)) != len(value):
             raise ValueError("each comment once")
     return value
@@ -153,15 +190,35 @@ CommentRefs = Field(
     None,
     min_length=1,
     max_length=1000,
-    description="stored comments as `{owner_id}_{comment_id}`, e.g. `-1_25`",
+    description="stored comments as `{owner_id}_{comment_id}`, e.g. `-1_25`; each comment once",
     examples=[["-1_25", "-1_26"]],
+    json_schema_extra={
+        "items": {"type": "string", "pattern": COMMENT_REF_PATTERN},
+        "uniqueItems": True,
+    },
 )
 
 
 class AnalyzeArgs(BaseModel):
-    """A text, or stored comments (their analyses are stored too)."""
+    """A text, or stored comments (their analyses are stored too): give either text or
+    comment_ids."""
 
-    text: str | None = Field(None, min_length=1, max_length=100_000, examples=["Привет, мир!"])
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            **exactly_one("text", "comment_ids"),
+            "examples": [{"text": "Привет, мир!"}],
+        },
+    )
+
+    text: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100_000,
+        description="not blank",
+        examples=["Привет, мир!"],
+        json_schema_extra={"pattern": r"\S"},
+    )
     comment_ids: list[str] | None = CommentRefs
 
     _refs = field_validator("comment_ids")(_check_refs)
@@ -176,10 +233,26 @@ class AnalyzeArgs(BaseModel):
 
 
 class KeywordsArgs(BaseModel):
-    """Which comments to find keywords in: a community (or one of its posts) in a period, or ids."""
+    """Which comments to find keywords in: a community (or one of its posts) in a period, or ids.
+    Give either group_id (with post_id, since, until) or comment_ids; post_id needs the group_id
+    of its community."""
 
-    group_id: int | None = Field(None, gt=0, examples=[1])
-    post_id: int | None = Field(None, gt=0, description="one post of the community")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            **exactly_one("group_id", "comment_ids"),
+            "dependentSchemas": {
+                "post_id": {
+                    "required": ["group_id"],
+                    "properties": {"group_id": {"type": "integer"}},
+                }
+            },
+            "examples": [{"group_id": 1, "top_n": 20}],
+        },
+    )
+
+    group_id: int | None = Field(None, gt=0, le=VK_ID_MAX, examples=[1])
+    post_id: int | None = Field(None, gt=0, le=VK_ID_MAX, description="one post of the community")
     comment_ids: list[str] | None = CommentRefs
     top_n: int = Field(20, ge=1, le=200)
     since: datetime | None = None
@@ -201,12 +274,23 @@ Operation = Literal["morphology", "keywords"]
 
 
 class BatchArgs(BaseModel):
-    """Run text operations over stored comments, in chunks, with progress."""
+    """Run text operations over stored comments, in chunks, with progress: give either group_id
+    or comment_ids."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            **exactly_one("group_id", "comment_ids"),
+            "examples": [{"group_id": 1, "operations": ["morphology", "keywords"]}],
+        },
+    )
 
     comment_ids: list[str] | None = CommentRefs
-    group_id: int | None = Field(None, gt=0)
+    group_id: int | None = Field(None, gt=0, le=VK_ID_MAX)
     operations: list[Operation] = Field(
-        min_length=1, description="`morphology` (stored per comment) and/or `keywords`"
+        min_length=1,
+        description="`morphology` (stored per comment) and/or `keywords`, each operation once",
+        json_schema_extra={"uniqueItems": True},
     )
     top_n: int = Field(20, ge=1, le=200)
 
@@ -240,7 +324,9 @@ async def analyze_text_morphology(ctx: JobContext, args: AnalyzeArgs) -> dict[st
     """Lemmas, parts of speech and grammemes of a text, or of stored comments (stored too)."""
     morph: MorphAnalyzer = ctx["morph"]  # type: ignore[typeddict-item]
     if args.text is not None:
-        return morph.analyze_text(args.text).to_dict()
+        text = args.text
+        # Up to 100 000 characters: about a second of CPU, kept off the event loop.
+        return await asyncio.to_thread(lambda: morph.analyze_text(text).to_dict())
     refs = [parse_ref(ref) for ref in args.comment_ids or []]
     async with ctx["sessionmaker"].begin() as session:
         comments = await comments_by_ref(session, refs)
@@ -265,35 +351,43 @@ async def analyze_text_morphology(ctx: JobContext, args: AnalyzeArgs) -> dict[st
 async def extract_keywords(ctx: JobContext, args: KeywordsArgs) -> dict[str, Any]:
     """Keywords of a set of comments, ranked against the community's other comments."""
     morph: MorphAnalyzer = ctx["morph"]  # type: ignore[typeddict-item]
-    extractor = KeywordExtractor(analyzer=morph)
-    documents: list[TextAnalysis] = []
-    async with ctx["sessionmaker"]() as session:
-        if args.comment_ids is not None:
-            refs = [parse_ref(ref) for ref in args.comment_ids]
+    sessionmaker = ctx["sessionmaker"]
+    extractor = KeywordExtractor(morph.settings, analyzer=morph)
+    # Counts only (bounded, see `TermTally`): the analysed comments are dropped page by page.
+    tally = extractor.new_tally()
+    background: CorpusStats | None = None
+    if args.comment_ids is not None:
+        refs = [parse_ref(ref) for ref in args.comment_ids]
+        async with sessionmaker() as session:
             comments = await comments_by_ref(session, refs)
-            documents = morph.analyze_many(c.text for c in comments)
-            owners = {c.owner_id for c in comments}
-            target = {(c.owner_id, c.comment_id) for c in comments}
-            narrowed = len(owners) == 1
-        else:
-            owner_id = -(args.group_id or 0)
-            query = comments_query(
-                owner_id=owner_id, post_id=args.post_id, since=args.since, until=args.until
-            )
-            target = set()
-            async for chunk in stream(session, query):
-                documents += morph.analyze_many(c.text for c in chunk)
-                target.update((c.owner_id, c.comment_id) for c in chunk)
-                await ctx["progress"](0, f"{len(documents)} comments read")
-            owners = {owner_id}
-            narrowed = args.post_id is not None or args.since is not None or args.until is not None
-        background = None
-        if narrowed and documents:
+        for start in range(0, len(comments), CHUNK):
+            await analyze(morph, comments[start : start + CHUNK], tally=(extractor, tally))
+        owners = {c.owner_id for c in comments}
+        if len(owners) == 1 and comments:
             background = await background_stats(
-                session, extractor, morph, owner_id=next(iter(owners)), exclude=target
+                sessionmaker,
+                extractor,
+                morph,
+                owner_id=next(iter(owners)),
+                exclude_ids=[c.comment_id for c in comments],
             )
-    keywords = extractor.extract(documents, top_n=args.top_n, background=background)
-    return _keywords_result(keywords, documents=len(documents), ranked=background is not None)
+    else:
+        owner_id = -(args.group_id or 0)
+        narrowing = period_conditions(post_id=args.post_id, since=args.since, until=args.until)
+        conditions = comment_conditions(
+            owner_id=owner_id, post_id=args.post_id, since=args.since, until=args.until
+        )
+        async for page in comment_pages(sessionmaker, conditions):
+            await analyze(morph, page, tally=(extractor, tally))
+            await ctx["progress"](0, f"{tally.documents} comments read")
+        if narrowing and tally.documents:
+            background = await background_stats(
+                sessionmaker, extractor, morph, owner_id=owner_id, exclude=narrowing
+            )
+    keywords = await asyncio.to_thread(
+        extractor.rank, tally, top_n=args.top_n, background=background
+    )
+    return _keywords_result(keywords, documents=tally.documents, ranked=background is not None)
 
 
 @registry.task(args=BatchArgs, timeout=3600)
@@ -301,42 +395,39 @@ async def process_batch_comments(ctx: JobContext, args: BatchArgs) -> dict[str, 
     """Run `morphology` (stored per comment) and/or `keywords` over stored comments."""
     morph: MorphAnalyzer = ctx["morph"]  # type: ignore[typeddict-item]
     sessionmaker = ctx["sessionmaker"]
-    documents: list[TextAnalysis] = []
+    extractor = KeywordExtractor(morph.settings, analyzer=morph)
+    tally = extractor.new_tally()
+    counting = (extractor, tally) if "keywords" in args.operations else None
     processed = 0
-    async with sessionmaker() as reader:
-        if args.comment_ids is not None:
-            total = len(args.comment_ids)
-            refs = [parse_ref(ref) for ref in args.comment_ids]
-            chunks: AsyncIterator[list[Comment]] = _in_chunks(await comments_by_ref(reader, refs))
+    chunks: AsyncIterator[Sequence[CommentText]]
+    if args.comment_ids is not None:
+        total = len(args.comment_ids)
+        refs = [parse_ref(ref) for ref in args.comment_ids]
+        async with sessionmaker() as reader:
+            chunks = _in_chunks(await comments_by_ref(reader, refs))
+    else:
+        conditions = comment_conditions(owner_id=-(args.group_id or 0))
+        async with sessionmaker() as reader:
+            count = await reader.scalar(select(func.count()).where(*conditions))
+        total = int(count or 0)
+        chunks = comment_pages(sessionmaker, conditions)
+    async for chunk in chunks:
+        if "morphology" in args.operations:
+            async with sessionmaker.begin() as writer:
+                await analyze_and_store(writer, morph, chunk, tally=counting)
         else:
-            total = int(
-                await reader.scalar(
-                    select(func.count()).select_from(
-                        comments_query(owner_id=-(args.group_id or 0)).subquery()
-                    )
-                )
-                or 0
-            )
-            chunks = stream(reader, comments_query(owner_id=-(args.group_id or 0)))
-        async for chunk in chunks:
-            if "morphology" in args.operations:
-                async with sessionmaker.begin() as writer:
-                    analyses = await analyze_and_store(writer, morph, chunk)
-            else:
-                analyses = morph.analyze_many(c.text for c in chunk)
-            if "keywords" in args.operations:
-                documents += analyses
-            processed += len(chunk)
-            await ctx["progress"](100 * processed / max(1, total), f"{processed} of {total}")
+            await analyze(morph, chunk, tally=counting)
+        processed += len(chunk)
+        await ctx["progress"](100 * processed / max(1, total), f"{processed} of {total}")
     result: dict[str, Any] = {"comments": processed, "operations": args.operations}
     if "morphology" in args.operations:
         result["analyses_stored"] = processed
     if "keywords" in args.operations:
-        keywords = KeywordExtractor(analyzer=morph).extract(documents, top_n=args.top_n)
-        result["keywords"] = _keywords_result(keywords, documents=len(documents), ranked=False)
+        keywords = await asyncio.to_thread(extractor.rank, tally, top_n=args.top_n)
+        result["keywords"] = _keywords_result(keywords, documents=tally.documents, ranked=False)
     return result
 
 
-async def _in_chunks(comments: list[Comment]) -> AsyncIterator[list[Comment]]:
+async def _in_chunks(comments: Sequence[Comment]) -> AsyncIterator[Sequence[Comment]]:
     for start in range(0, len(comments), CHUNK):
         yield comments[start : start + CHUNK]

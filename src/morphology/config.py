@@ -67,6 +67,13 @@ class MorphologySettings(BaseSettings):
     max_text_chars: int = Field(
         100_000, ge=1, le=10_000_000, description="longest text accepted for analysis"
     )
+    keyword_max_terms: int = Field(
+        100_000,
+        ge=1_000,
+        le=10_000_000,
+        description="distinct terms a keyword count over many comments keeps in memory (the "
+        "rarest are forgotten beyond it)",
+    )
 
     @field_validator("content_pos", mode="before")
     @classmethod

@@ -17,7 +17,14 @@ its form or its lemma is listed. It is not lemmatised itself: "лучше" and "
 but "хороший" and "большой" must stay keywords. The list includes "не": negation is never a
 keyword, but it stays in `TextAnalysis.tokens` for whoever needs it (sentiment).
 
-Documents are consumed once, as they come: memory holds counters, never the documents.
+Documents are consumed once, as they come: memory holds counters, never the documents. A
+`TermTally` gathers the counts of documents fed to it one at a time (a community's comments,
+chunk by chunk) and `rank` scores them; `extract` does both for documents at hand. A tally keeps
+at most `MORPHOLOGY_KEYWORD_MAX_TERMS` distinct terms: past that, the terms seen the fewest times
+so far are forgotten (`TermTally.prune`), so a million comments cost no more memory than the cap.
+A forgotten term that comes back counts from zero again: the counts of rare terms (and, with
+them, their rank) are then lower bounds, while the frequent terms that make the top keywords are
+counted exactly unless the cap is tiny. Below the cap every count is exact.
 """
 
 # Russian text is this module's subject: Cyrillic letters that look like Latin ones are meant.
@@ -64,6 +71,60 @@ class Keyword:
     @property
     def is_phrase(self) -> bool:
         return " " in self.term
+
+
+@dataclass(slots=True)
+class TermTally:
+    """The counts `KeywordExtractor.rank` needs, of documents added one at a time.
+
+    `max_terms` (None: no limit) bounds the distinct terms held; see the module docstring.
+    """
+
+    max_terms: int | None = None
+    documents: int = 0
+    counts: Counter[str] = field(default_factory=Counter)  # occurrences
+    document_counts: Counter[str] = field(default_factory=Counter)  # documents containing it
+    # tf = Σ (1 + ln n) = document count + Σ ln n over the documents where n > 1.
+    repeats: dict[str, float] = field(default_factory=dict)
+    forgotten: int = 0  # terms dropped by `prune` so far (0: every count is exact)
+
+    def add(self, terms: list[str]) -> None:
+        """One document's terms (lemmas and phrases, repeated as often as they occur)."""
+        self.documents += 1
+        distinct = set(terms)
+        self.counts.update(terms)
+        self.document_counts.update(distinct)
+        if len(distinct) < len(terms):
+            repeats = self.repeats
+            for term, n in Counter(terms).items():
+                if n > 1:
+                    repeats[term] = repeats.get(term, 0.0) + math.log(n)
+        if self.max_terms is not None and len(self.counts) > self.max_terms:
+            # Down to half the cap, so that pruning (linear in the terms) stays rare.
+            self.prune(self.max_terms // 2)
+
+    def prune(self, keep: int) -> None:
+        """Forget every term seen at most t times, t the least that leaves at most `keep`.
+
+        Terms tied on a count go or stay together: which survive never depends on their
+        spelling or on the order they came in.
+        """
+        if len(self.counts) <= keep:
+            return
+        by_count = sorted(Counter(self.counts.values()).items(), reverse=True)
+        kept, threshold = 0, 0
+        for count, terms in by_count:
+            if kept + terms > keep:
+                threshold = count
+                break
+            kept += terms
+        before = len(self.counts)
+        self.counts = Counter({t: n for t, n in self.counts.items() if n > threshold})
+        self.document_counts = Counter(
+            {t: n for t, n in self.document_counts.items() if t in self.counts}
+        )
+        self.repeats = {t: r for t, r in self.repeats.items() if t in self.counts}
+        self.forgotten += before - len(self.counts)
 
 
 @dataclass(slots=True)
@@ -161,13 +222,27 @@ class KeywordExtractor:
                     previous = None
         return lemmas, phrases
 
-    def corpus_stats(self, documents: Iterable[Document]) -> CorpusStats:
-        """Document frequencies of every term over `documents` (a background)."""
-        stats = CorpusStats()
+    def corpus_stats(
+        self, documents: Iterable[Document], *, into: CorpusStats | None = None
+    ) -> CorpusStats:
+        """Document frequencies of every term over `documents` (a background), added `into`."""
+        stats = into if into is not None else CorpusStats()
         for document in documents:
             lemmas, phrases = self.terms(document)
             stats.add_document(lemmas + phrases)
         return stats
+
+    def new_tally(self) -> TermTally:
+        """An empty tally, bounded by `keyword_max_terms`."""
+        return TermTally(max_terms=self.settings.keyword_max_terms)
+
+    def tally(self, documents: Iterable[Document], *, into: TermTally | None = None) -> TermTally:
+        """The term counts of `documents`, added `into` a tally (a new one by default)."""
+        tally = into if into is not None else self.new_tally()
+        for document in documents:
+            lemmas, phrases = self.terms(document)
+            tally.add(lemmas + phrases)
+        return tally
 
     def extract(
         self,
@@ -177,23 +252,15 @@ class KeywordExtractor:
         background: CorpusStats | None = None,
     ) -> list[Keyword]:
         """The `top_n` keywords of `documents`, best first (see the module docstring)."""
-        counts: Counter[str] = Counter()
-        document_counts: Counter[str] = Counter()
-        # tf = Σ (1 + ln n) = document count + Σ ln n over the documents where n > 1.
-        repeats: dict[str, float] = {}
-        log = math.log
-        for document in documents:
-            lemmas, phrases = self.terms(document)
-            terms = lemmas + phrases
-            distinct = set(terms)
-            counts.update(terms)
-            document_counts.update(distinct)
-            if background is not None and len(distinct) < len(terms):
-                for term, n in Counter(terms).items():
-                    if n > 1:
-                        repeats[term] = repeats.get(term, 0.0) + log(n)
+        return self.rank(self.tally(documents), top_n=top_n, background=background)
+
+    def rank(
+        self, tally: TermTally, *, top_n: int = 20, background: CorpusStats | None = None
+    ) -> list[Keyword]:
+        """The `top_n` keywords of the tallied documents, best first."""
         if top_n <= 0:
             return []
+        counts, document_counts, repeats = tally.counts, tally.document_counts, tally.repeats
         min_phrase = self.settings.bigram_min_count
 
         def candidates() -> Iterator[tuple[float, int, str]]:

@@ -391,14 +391,16 @@ async def test_nightly_schedule_is_switchable_and_makes_a_backup(
         )
         return [job for job in options["cron_jobs"] if job.name == "cron:backup_database"]
 
-    assert cron(ArqSettings(cron_backup=False)) == []
-    (job,) = cron(ArqSettings(cron_backup=True))
+    assert cron(ArqSettings(_env_file=None, cron_backup=False)) == []
+    (job,) = cron(ArqSettings(_env_file=None, cron_backup=True))
     assert (job.hour, job.minute, job.unique) == (2, 30, True)
-    assert ArqSettings().cron_backup  # on unless switched off
+    assert ArqSettings(_env_file=None).cron_backup  # on unless switched off
 
     handle = WorkerHandle(
         worker_options(
-            registry=test_registry, settings=settings, arq_settings=ArqSettings(poll_delay=0.05)
+            registry=test_registry,
+            settings=settings,
+            arq_settings=ArqSettings(_env_file=None, poll_delay=0.05),
         )
     )
     worker = await handle.start()

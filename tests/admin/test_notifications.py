@@ -52,6 +52,8 @@ from src.admin.notifications import (
     verify,
 )
 from src.config import ConfigError, load
+from tests.arq.helpers import enqueue, wait_for
+from tests.conftest import WorkerHandle
 from tests.servers import serve_app
 
 SECRET = "whsec-0b1e7c4f9a2d6e8f"
@@ -448,16 +450,20 @@ def test_unknown_template() -> None:
         ("224.0.0.1", "a multicast address"),
         ("ff02::1", "a multicast address"),
         ("fd12:3456::1", "a private address"),
-        ("240.0.0.1", "a private address"),  # ipaddress files 240/4 as private
+        ("240.0.0.1", "a reserved address"),
         ("::127.0.0.1", "a reserved address"),  # IPv4-compatible, deprecated
-        ("100.64.0.1", "not a public address"),
+        ("100.64.0.1", "a shared (carrier-grade NAT) address"),
+        ("100.100.100.200", "a cloud metadata address"),
+        ("192.0.0.8", "an IETF protocol assignment address"),  # global to Python 3.11
         ("::ffff:127.0.0.1", "a loopback address (embedding 127.0.0.1)"),
         ("::ffff:10.0.0.5", "a private address (embedding 10.0.0.5)"),
         ("2002:a9fe:a9fe::", "a cloud metadata address (embedding 169.254.169.254)"),
         ("64:ff9b::7f00:1", "a loopback address (embedding 127.0.0.1)"),
         (PUBLIC_IP, None),
         ("2606:4700:4700::1111", None),
-        ("::ffff:93.184.216.34", None),
+        ("::ffff:93.184.216.34", "an IPv4-mapped address"),
+        ("2002:5db8:d822::1", None),  # 6to4 of a public address
+        ("64:ff9b::5db8:d822", None),  # NAT64 of a public address
     ],
 )
 def test_address_refusal(address: str, reason: str | None) -> None:
@@ -489,7 +495,8 @@ async def test_invalid_urls(url: str) -> None:
     [
         ("10.0.0.5", "refused: 10.0.0.5 is a private address"),
         ("127.0.0.1", "refused: 127.0.0.1 is a loopback address"),
-        ("127.1", "refused: 127.0.0.1 is a loopback address"),
+        # Not an IP literal to the URL parser: a name the resolver turns into 127.0.0.1.
+        ("127.1", "refused: the address of '127.1' is not public"),
         ("169.254.169.254", "refused: 169.254.169.254 is a cloud metadata address"),
         ("[fe80::1]", "refused: fe80::1 is a link-local address"),
         ("[::1]", "refused: ::1 is a loopback address"),
@@ -522,10 +529,9 @@ async def test_allow_hosts_admits_loopback(receiver: Receiver) -> None:
 
 async def test_localhost_is_refused_unless_allowed(receiver: Receiver) -> None:
     url = f"http://localhost:{receiver.port}/hooks/incoming"
-    with pytest.raises(
-        AddressRefused, match=r"is a loopback address \(the address of 'localhost'\)"
-    ):
+    with pytest.raises(AddressRefused) as caught:
         await send_webhook(url, PAYLOAD, secret=None, settings=notify_settings(allow_hosts=[]))
+    assert caught.value.detail == "refused: the address of 'localhost' is not public"
     assert receiver.requests == []
 
     settings = notify_settings(allow_hosts=["LOCALHOST."])
@@ -538,8 +544,9 @@ async def test_localhost_is_refused_unless_allowed(receiver: Receiver) -> None:
 
 async def test_a_host_with_any_refused_address_is_refused(fake_dns: dict[str, Any]) -> None:
     fake_dns["mixed.example"] = [[PUBLIC_IP, "10.1.2.3"]]
-    with pytest.raises(AddressRefused, match=re.escape("10.1.2.3 is a private address")):
+    with pytest.raises(AddressRefused) as caught:
         await validate_url("https://mixed.example/hook", notify_settings())
+    assert caught.value.detail == "refused: the address of 'mixed.example' is not public"
     fake_dns["public.example"] = [[PUBLIC_IP]]
     url = "https://public.example/hook?token=1"
     assert await validate_url(url, notify_settings()) == url
@@ -572,8 +579,9 @@ async def test_dns_rebinding_is_refused_at_connect(
     # Public when checked, loopback when connecting: the classic rebinding attack.
     fake_dns["rebind.example"] = [[PUBLIC_IP], ["127.0.0.1"]]
     url = f"http://rebind.example:{receiver.port}/hooks/incoming"
-    with pytest.raises(AddressRefused, match=re.escape("refused: 127.0.0.1 is a loopback address")):
+    with pytest.raises(AddressRefused) as caught:
         await send_webhook(url, PAYLOAD, secret=SECRET, settings=notify_settings(allow_hosts=[]))
+    assert caught.value.detail == "refused: the address of 'rebind.example' is not public"
     assert receiver.requests == []
     assert fake_dns["lookups"] == [["rebind.example"], ["rebind.example"]]
 
@@ -585,7 +593,7 @@ async def test_dns_rebinding_with_a_callers_client(
     fake_dns["localhost"] = [[PUBLIC_IP]]  # our resolver says public, the system's loopback
     url = f"http://localhost:{receiver.port}/hooks/incoming"
     async with httpx.AsyncClient(trust_env=False) as http:
-        with pytest.raises(AddressRefused, match="is a loopback address"):
+        with pytest.raises(AddressRefused, match="the address of 'localhost' is not public"):
             await send_webhook(
                 url, PAYLOAD, secret=SECRET, settings=notify_settings(allow_hosts=[]), http=http
             )
@@ -693,3 +701,163 @@ async def test_https_keeps_the_name_for_sni_and_the_certificate(
                 settings=settings, http=http,
             )  # fmt: skip
         assert len(tls_receiver.requests) == 1
+
+
+# -- special-purpose ranges, by table -------------------------------------------------------------
+
+# One address inside each range refused whatever `ipaddress.is_global` says (IANA's IPv4 and IPv6
+# special-purpose registries, multicast, broadcast, embeddings of a non-public IPv4 address).
+SPECIAL_ADDRESSES = [
+    "0.1.2.3",  # 0.0.0.0/8 "this network"
+    "10.20.30.40",
+    "100.64.0.1",  # 100.64.0.0/10 shared (CGNAT)
+    "100.127.255.254",
+    "127.8.8.8",
+    "169.254.1.1",
+    "172.31.255.1",
+    "192.0.0.1",  # 192.0.0.0/24 IETF protocol assignments
+    "192.0.0.8",  # global to this Python's ipaddress
+    "192.0.0.9",  # PCP anycast, global to IANA too: still no webhook receiver
+    "192.0.0.170",  # NAT64 discovery
+    "192.0.2.10",  # TEST-NET-1
+    "192.31.196.1",  # AS112
+    "192.52.193.1",  # AMT
+    "192.88.99.1",  # 6to4 relay anycast
+    "192.168.0.1",
+    "192.175.48.1",  # AS112
+    "198.18.0.1",  # benchmarking
+    "198.19.255.254",
+    "198.51.100.7",  # TEST-NET-2
+    "203.0.113.9",  # TEST-NET-3
+    "224.0.0.251",  # multicast
+    "239.255.255.250",
+    "240.0.0.1",  # reserved
+    "255.255.255.255",  # broadcast
+    "::",
+    "::1",
+    "::7f00:1",  # IPv4-compatible, deprecated
+    "::ffff:93.184.216.34",  # IPv4-mapped, even of a public address
+    "::ffff:172.18.0.3",
+    "64:ff9b::a00:1",  # NAT64 embedding 10.0.0.1
+    "64:ff9b::c000:8",  # NAT64 embedding 192.0.0.8
+    "64:ff9b:1::1",  # local-use translation
+    "100::1",  # discard-only
+    "2001::1",  # Teredo (2001::/32) in IETF protocol assignments
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo embedding 192.0.2.45
+    "2001:20::1",  # ORCHIDv2
+    "2001:db8::1",  # documentation
+    "2002:ac12:3::1",  # 6to4 embedding 172.18.0.3
+    "2002:c000:8::1",  # 6to4 embedding 192.0.0.8
+    "2620:4f:8000::1",  # AS112
+    "3fff::1",  # documentation (RFC 9637)
+    "5f00::1",  # SRv6 SIDs
+    "fc00::1",  # unique local
+    "fd00:ec2::254",  # cloud metadata
+    "fe80::1",
+    "fec0::1",  # site-local, deprecated
+    "ff02::1",
+    "ff0e::1",
+    "4000::1",  # outside global unicast 2000::/3
+]
+
+
+@pytest.mark.parametrize("address", SPECIAL_ADDRESSES)
+async def test_special_purpose_addresses_are_refused(address: str) -> None:
+    assert address_refusal(ipaddress.ip_address(address)) is not None
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(AddressRefused) as caught:
+        await validate_url(f"http://{host}/hook", notify_settings(allow_hosts=[]))
+    assert caught.value.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "1.1.1.1", "8.8.8.8", "192.0.1.1", "2606:4700:4700::1111"]
+)
+def test_public_addresses_pass(address: str) -> None:
+    assert address_refusal(ipaddress.ip_address(address)) is None
+
+
+# -- refusals name no resolved address ------------------------------------------------------------
+
+INTERNAL_ADDRESSES = ["172.18.0.3", "192.0.0.8", "10.0.0.5", "fd00::3", "::ffff:172.18.0.3"]
+
+
+def assert_no_resolution_details(text: str, address: str) -> None:
+    for shown in {address, str(ipaddress.ip_address(address))}:
+        assert shown not in text
+    for kind in ("private", "loopback", "protocol assignment", "embedding", "mapped"):
+        assert kind not in text
+
+
+@pytest.mark.parametrize("address", INTERNAL_ADDRESSES)
+async def test_a_refused_host_name_shows_no_resolved_address(
+    fake_dns: dict[str, Any], caplog: pytest.LogCaptureFixture, address: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake_dns["postgres"] = [[address]]
+    errors: list[AddressRefused] = []
+    for attempt in (
+        validate_url("http://postgres:5432/hook", notify_settings(allow_hosts=[])),
+        send_webhook(
+            "http://postgres:5432/hook", PAYLOAD, secret=None,
+            settings=notify_settings(allow_hosts=[]),
+        ),
+    ):  # fmt: skip
+        with pytest.raises(AddressRefused) as caught:
+            await attempt
+        errors.append(caught.value)
+    for error in errors:
+        assert error.detail == "refused: the address of 'postgres' is not public"
+        assert error.extra == {"host": "postgres"}
+        assert_no_resolution_details(f"{error} {error!r} {error.extra}", address)
+    assert_no_resolution_details(caplog.text, address)
+
+
+async def test_a_refusal_at_connect_shows_no_resolved_address(
+    fake_dns: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Public when checked, internal where the transport connects: still no address shown."""
+    caplog.set_level(logging.DEBUG)
+    fake_dns["rebind.example"] = [[PUBLIC_IP], ["172.18.0.3"]]
+    with pytest.raises(AddressRefused) as caught:
+        await send_webhook(
+            "http://rebind.example:8080/", PAYLOAD, secret=None,
+            settings=notify_settings(allow_hosts=[]),
+        )  # fmt: skip
+    assert caught.value.detail == "refused: the address of 'rebind.example' is not public"
+    assert_no_resolution_details(f"{caught.value!r} {caught.value.extra}", "172.18.0.3")
+    assert_no_resolution_details(caplog.text, "172.18.0.3")
+
+
+async def test_an_ip_literal_is_told_what_kind_of_address_it_is() -> None:
+    # The caller wrote the address: saying what it is gives nothing away.
+    with pytest.raises(AddressRefused) as caught:
+        await validate_url("http://192.0.0.8/hook", notify_settings(allow_hosts=[]))
+    assert caught.value.detail.startswith(
+        "refused: 192.0.0.8 is an IETF protocol assignment address"
+    )
+
+
+async def test_a_refused_webhook_job_shows_no_resolved_address(
+    client: httpx.AsyncClient,
+    worker_handle: WorkerHandle,
+    fake_dns: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through the job API and a real worker: the job's error, as its owner reads it."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("NOTIFY_ALLOW_HOSTS", "")
+    fake_dns["postgres"] = [["172.18.0.3"]]
+    await worker_handle.start()
+    response = await enqueue(
+        client, "send_notification", kwargs={"url": "http://postgres/hook", "payload": {"a": 1}}
+    )
+    assert response.status_code == 202, response.text
+    done = await wait_for(client, response.json()["job_id"])
+    assert done["status"] == "failed"
+    assert done["error"]["message"] == "refused: the address of 'postgres' is not public"
+    assert_no_resolution_details(orjson.dumps(done).decode(), "172.18.0.3")
+    # The worker's log line of the failure is there, and names no address either.
+    assert "the address of 'postgres' is not public" in caplog.text
+    assert_no_resolution_details(caplog.text, "172.18.0.3")

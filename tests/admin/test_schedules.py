@@ -62,7 +62,7 @@ async def test_schedule_runs_once_per_tick_however_many_workers(
     registry: TaskRegistry,
     redis_db: sync_redis.Redis,
 ) -> None:
-    arq_settings = ArqSettings(poll_delay=0.05)
+    arq_settings = ArqSettings(_env_file=None, poll_delay=0.05)
     handles = [
         WorkerHandle(
             worker_options(registry=registry, settings=settings, arq_settings=arq_settings)
@@ -90,4 +90,5 @@ async def test_schedule_runs_once_per_tick_however_many_workers(
     finally:
         for handle in handles:
             await handle.stop()
-    assert not ArqSettings().cron_cleanup  # the destructive schedule is off unless switched on
+    # The destructive schedule is off unless switched on.
+    assert not ArqSettings(_env_file=None).cron_cleanup

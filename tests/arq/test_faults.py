@@ -88,7 +88,7 @@ async def setup(
     settings: Settings, private_redis: PrivateRedis, registry: TaskRegistry, sessionmaker: Any
 ) -> AsyncIterator[tuple[Any, WorkerHandle]]:
     private = settings.model_copy(update={"redis_url": private_redis.url, "redis_timeout": 1.0})
-    arq_settings = ArqSettings(**FAST)  # type: ignore[arg-type]
+    arq_settings = ArqSettings(_env_file=None, **FAST)  # type: ignore[arg-type]
     handle = WorkerHandle(
         worker_options(registry=registry, settings=private, arq_settings=arq_settings)
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from src.arq.context import JobContext
 from src.arq.exceptions import InvalidJobArguments, UnknownTask
@@ -14,6 +14,8 @@ from src.arq.worker import WorkerSettings
 
 
 class Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     group_id: int
     limit: int = 100
 

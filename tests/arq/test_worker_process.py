@@ -9,10 +9,14 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
+import redis as sync_redis
 
+from src.arq import keys
+from src.arq.config import ArqSettings
 from src.config import Settings
 from tests.arq.helpers import enqueue, status, wait_for
 
@@ -21,8 +25,11 @@ ARQ = str(Path(sys.executable).with_name("arq"))
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of a worker process. Run it with `cwd=` a scratch directory (not ROOT),
+    so that a developer's ./.env cannot reach it; ROOT is on its path instead."""
     return {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "REDIS_URL": settings.redis_url,
         "DATABASE_URL": settings.database_url,
         "ARQ_POLL_DELAY": "0.05",
@@ -35,14 +42,29 @@ def worker_env(settings: Settings) -> dict[str, str]:
 StartWorker = Callable[[], subprocess.Popen[bytes]]
 
 
+async def wait_until_up(redis_db: sync_redis.Redis, process: subprocess.Popen[bytes]) -> None:
+    """Until the worker process has sent its first heartbeat (it is up and polling)."""
+    key = keys.workers_set(ArqSettings(_env_file=None).queue_name)
+    deadline = asyncio.get_running_loop().time() + 45
+    while not any(
+        member.decode().split(":")[-2] == str(process.pid)
+        for member in cast(list[bytes], redis_db.zrange(key, 0, -1))
+    ):
+        assert process.poll() is None, "the worker exited at start"
+        assert asyncio.get_running_loop().time() < deadline, "the worker never came up"
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
-async def start_worker(settings: Settings) -> AsyncIterator[StartWorker]:
+async def start_worker(settings: Settings, tmp_path: Path) -> AsyncIterator[StartWorker]:
     processes: list[subprocess.Popen[bytes]] = []
+    scratch = tmp_path / "worker-cwd"
+    scratch.mkdir()
 
     def start() -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             [ARQ, "tests.worker_settings.WorkerSettings"],
-            cwd=ROOT,
+            cwd=scratch,
             env=worker_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -59,12 +81,12 @@ async def start_worker(settings: Settings) -> AsyncIterator[StartWorker]:
             process.stderr.close()
 
 
-async def check(settings: Settings, target: str) -> int:
+async def check(settings: Settings, target: str, cwd: Path) -> int:
     process = await asyncio.create_subprocess_exec(
         ARQ,
         "--check",
         target,
-        cwd=ROOT,
+        cwd=cwd,
         env=worker_env(settings),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -73,30 +95,37 @@ async def check(settings: Settings, target: str) -> int:
 
 
 async def test_cli_worker_runs_jobs_and_reports_health(
-    client: httpx.AsyncClient, settings: Settings, start_worker: StartWorker
+    client: httpx.AsyncClient, settings: Settings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
-    assert await check(settings, "src.arq.worker.WorkerSettings") == 1  # no worker yet
+    assert await check(settings, "src.arq.worker.WorkerSettings", tmp_path) == 1  # no worker yet
     start_worker()
     job_id = (await enqueue(client, "ping", kwargs={"message": "hi"})).json()["job_id"]
     done = await wait_for(client, job_id, timeout=20)
     assert done["status"] == "complete"
     assert done["result"]["message"] == "hi"
     assert done["result"]["pid"] != os.getpid()
-    assert await check(settings, "src.arq.worker.WorkerSettings") == 0
+    assert await check(settings, "src.arq.worker.WorkerSettings", tmp_path) == 0
 
 
 async def test_sigterm_requeues_running_job_for_the_next_worker(
-    client: httpx.AsyncClient, start_worker: StartWorker
+    client: httpx.AsyncClient, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     first = start_worker()
-    job_id = (await enqueue(client, "sleep", kwargs={"seconds": 2})).json()["job_id"]
-    await wait_for(client, job_id, ("in_progress",), timeout=20)
+    gate = tmp_path / "gate.open"  # the first run never ends by itself
+    job_id = (await enqueue(client, "sleep", kwargs={"seconds": 0, "until": str(gate)})).json()[
+        "job_id"
+    ]
+    # Not just claimed ("in_progress" comes with the claim) but running: it reported progress.
+    while (current := await status(client, job_id))["message"] != "sleeping":
+        assert current["status"] in ("queued", "in_progress"), current
+        await asyncio.sleep(0.02)
     first.send_signal(signal.SIGTERM)
     code = await asyncio.to_thread(first.wait, 20)
     assert code == 0, first.stderr.read().decode()[-3000:] if first.stderr else code
     waiting = await status(client, job_id)
     assert waiting["status"] == "retrying"
     assert waiting["tries"] == 1
+    gate.touch()
     start_worker()
     done = await wait_for(client, job_id, timeout=20)
     assert done["status"] == "complete"
@@ -104,18 +133,24 @@ async def test_sigterm_requeues_running_job_for_the_next_worker(
 
 
 async def test_sigkilled_workers_job_runs_again_on_another_within_30s(
-    client: httpx.AsyncClient, start_worker: StartWorker, tmp_path: Path, settings: Settings
+    client: httpx.AsyncClient,
+    start_worker: StartWorker,
+    tmp_path: Path,
+    redis_db: sync_redis.Redis,
 ) -> None:
     """Default lease, and a long ARQ_JOB_TIMEOUT that plain ARQ would wait out (+10 s)."""
     log = tmp_path / "runs.log"
+    gate = tmp_path / "gate.open"  # the job runs until this exists: first run never ends
     doomed = start_worker()
-    job_id = (await enqueue(client, "tick", kwargs={"log": str(log), "seconds": 1.5})).json()[
+    job_id = (await enqueue(client, "tick", kwargs={"log": str(log), "until": str(gate)})).json()[
         "job_id"
     ]
-    await wait_for(client, job_id, ("in_progress",), timeout=20)
+    await wait_for(client, job_id, ("in_progress",), timeout=30)
     survivor = start_worker()
-    await asyncio.sleep(0.5)  # the survivor is up and idle
+    await wait_until_up(redis_db, survivor)  # up and idle: the job is leased to the doomed one
     doomed.kill()
+    await asyncio.to_thread(doomed.wait, 20)
+    gate.touch()  # the next run may finish
     killed_at = asyncio.get_running_loop().time()
     seen = set()
     while True:

@@ -297,3 +297,99 @@ async def test_guarded_route_with_valid_key_is_not_401(client: httpx.AsyncClient
     for method, path in guarded_operations(openapi):
         response = await client.request(method, fill_path(path), headers=headers("alice"))
         assert response.status_code not in (401, 403), (method, path, response.text)
+
+
+# -- token lifetime and subjects (JWT_MAX_TTL, reserved and over-long owners) -------------------
+
+DAY = 86400  # the default JWT_MAX_TTL, which the `app` fixture keeps
+
+
+def token(claims: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+
+
+async def test_jwt_valid_for_a_hundred_years_is_401(client: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    for claims in (
+        {"sub": "alice", "iat": now, "exp": now + 100 * 365 * DAY},
+        {"sub": "alice", "exp": now + 100 * 365 * DAY},  # no iat: measured from now
+    ):
+        body = assert_unauthenticated(await client.get(JOBS, headers=token(claims)))
+        assert "JWT_MAX_TTL" in body["detail"]
+        assert body["detail"].startswith("invalid token")
+
+
+async def test_jwt_living_exactly_max_ttl_is_accepted(client: httpx.AsyncClient) -> None:
+    iat = int(time.time()) - 5
+    response = await client.get(JOBS, headers=token({"sub": "alice", "iat": iat, "exp": iat + DAY}))
+    assert response.status_code == 200, response.text
+    # Without iat, exp may be up to JWT_MAX_TTL from now.
+    response = await client.get(
+        JOBS, headers=token({"sub": "alice", "exp": int(time.time()) + DAY})
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_jwt_living_one_second_over_max_ttl_is_401(client: httpx.AsyncClient) -> None:
+    iat = int(time.time()) - 5
+    response = await client.get(
+        JOBS, headers=token({"sub": "alice", "iat": iat, "exp": iat + DAY + 1})
+    )
+    assert "JWT_MAX_TTL (86400 s)" in assert_unauthenticated(response)["detail"]
+
+
+async def test_jwt_with_an_old_iat_cannot_be_stretched(client: httpx.AsyncClient) -> None:
+    # Issued long ago, still valid for an hour: its lifetime is what counts.
+    now = int(time.time())
+    response = await client.get(
+        JOBS, headers=token({"sub": "alice", "iat": now - 30 * DAY, "exp": now + 3600})
+    )
+    assert_unauthenticated(response)
+
+
+async def test_jwt_with_a_future_iat_is_401(client: httpx.AsyncClient) -> None:
+    # Moving iat forward would otherwise make a long-lived token look short.
+    now = int(time.time())
+    response = await client.get(
+        JOBS, headers=token({"sub": "alice", "iat": now + 50 * DAY, "exp": now + 51 * DAY})
+    )
+    assert_unauthenticated(response)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": str(int(time.time()) + 100 * 365 * DAY)},  # PyJWT accepts numeric strings
+        {"iat": str(int(time.time())), "exp": int(time.time()) + 60},
+    ],
+)
+async def test_jwt_with_non_numeric_times_is_401(
+    client: httpx.AsyncClient, claims: dict[str, Any]
+) -> None:
+    assert_unauthenticated(await client.get(JOBS, headers=token({"sub": "alice", **claims})))
+
+
+@pytest.mark.parametrize("sub", ["system", "System", "SYSTEM"])
+async def test_jwt_for_the_system_owner_is_401(client: httpx.AsyncClient, sub: str) -> None:
+    response = await client.get(JOBS, headers=bearer(sub, role="admin"))
+    body = assert_unauthenticated(response)
+    assert body["detail"] == f"invalid token: sub {sub!r} is reserved"
+    response = await enqueue(client, "add", bearer(sub), a=1, b=2)
+    assert_unauthenticated(response)
+
+
+async def test_jwt_with_a_sub_over_100_characters_is_401_not_503(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await enqueue(client, "add", bearer("a" * 101), a=1, b=2)
+    body = assert_unauthenticated(response)
+    assert body["detail"] == "invalid token: sub too long"
+    assert (await client.get(JOBS, headers=headers("root"))).json()["total"] == 0
+
+
+async def test_jwt_with_a_sub_of_100_characters_enqueues(client: httpx.AsyncClient) -> None:
+    owner = "b" * 100
+    response = await enqueue(client, "add", bearer(owner), a=1, b=2)
+    assert response.status_code == 202, response.text
+    listed = await client.get(JOBS, headers=bearer(owner))
+    assert [item["owner"] for item in listed.json()["items"]] == [owner]

@@ -20,7 +20,7 @@ KEYS = "alice:user:alice-key-0001,bob:user:bob-key-00002,root:admin:root-key-000
 
 def make_authenticator(api_keys: str = KEYS, jwt_secret: str | None = SECRET) -> Authenticator:
     return Authenticator(
-        AuthSettings(api_keys=api_keys, jwt_secret=jwt_secret)  # type: ignore[arg-type]
+        AuthSettings(_env_file=None, api_keys=api_keys, jwt_secret=jwt_secret)  # type: ignore[arg-type]
     )
 
 

@@ -9,7 +9,10 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.arq.exceptions import InvalidJobArguments
+from src.arq.service import ArqService
 from src.comments import service
+from src.comments.analysis import comment_conditions, comment_pages
 from src.comments.models import CommentAnalysis
 from tests.arq.helpers import API, enqueue, wait_for
 from tests.conftest import headers
@@ -166,12 +169,16 @@ async def test_bad_analysis_input_is_rejected_at_enqueue(client: httpx.AsyncClie
     assert (await client.get(f"{API}/jobs", headers=headers("alice"))).json()["total"] == 0
 
 
-async def test_ten_megabyte_text_is_refused_with_the_limit(client: httpx.AsyncClient) -> None:
-    response = await enqueue(
-        client, "analyze_text_morphology", kwargs={"text": "слово " * 1_750_000}
-    )
-    assert response.status_code == 422
-    error = response.json()["errors"][0]
+async def test_ten_megabyte_text_is_refused_with_the_limit(
+    client: httpx.AsyncClient, service: ArqService
+) -> None:
+    text = "слово " * 1_750_000  # 10.5 MB
+    response = await enqueue(client, "analyze_text_morphology", kwargs={"text": text})
+    assert response.status_code == 413  # over the API's body limit: refused while reading
+    assert response.json()["error"] == "PayloadTooLarge"
+    with pytest.raises(InvalidJobArguments) as refused:  # the Python API: the task's own limit
+        await service.enqueue_job("analyze_text_morphology", text=text)
+    error = refused.value.extra["errors"][0]
     assert error["loc"][-1] == "text"
     assert "100000" in error["msg"]
 
@@ -186,3 +193,35 @@ async def test_text_without_cyrillic_is_analysed_and_flagged(
     assert done["status"] == "complete"
     assert done["result"]["has_cyrillic"] is False
     assert done["result"]["numbers"] == ["2026"]
+
+
+async def test_pages_hold_every_comment_once_in_order(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    # Five more comments posted in one second (the latest); the keyset breaks ties by id.
+    async with sessionmaker.begin() as session:
+        same_second = [
+            {"id": 300 + i, "from_id": 1, "date": 1_700_000_100, "text": f"ещё {i}", "likes": {}}
+            for i in range(5)
+        ]
+        await service.upsert_comments(session, owner_id=-5, post_id=3, comments=same_second)
+    conditions = comment_conditions(owner_id=-5)
+    for newest_first in (False, True):
+        pages = [
+            page
+            async for page in comment_pages(
+                sessionmaker, conditions, newest_first=newest_first, size=3
+            )
+        ]
+        assert [len(page) for page in pages] == [3, 3, 3, 3, 3, 1]
+        keys = [(comment.date, comment.comment_id) for page in pages for comment in page]
+        assert keys == sorted(keys, reverse=newest_first)
+        assert len(set(keys)) == len(WATER) + len(OTHER) + 5
+    newest = [
+        comment.comment_id
+        async for page in comment_pages(
+            sessionmaker, conditions, newest_first=True, limit=4, size=3
+        )
+        for comment in page
+    ]
+    assert newest == [304, 303, 302, 301]

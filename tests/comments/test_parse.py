@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.comments.models import Comment, Post
 from src.config import Settings
 from tests.arq.helpers import API, status, wait_for
-from tests.arq.test_worker_process import ARQ, ROOT, worker_env
+from tests.arq.test_worker_process import ARQ, worker_env
 from tests.conftest import WorkerHandle, headers
-from tests.vk.fake_server import TOKEN, Error, FakeVK, Sleep, community_with_posts
+from tests.vk.fake_server import TOKEN, Error, FakeVK, Hold, Sleep, community_with_posts
 
 PARSE = "/api/v1/comments/parse/vk/async"
 
@@ -178,19 +179,20 @@ async def test_abort_mid_parse_leaves_whole_posts_and_a_rerun_completes(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     fake_vk.add(community_with_posts(60, 3, 0, community_id=11))
-    fake_vk.fail("execute", *[Sleep(0.4)] * 10)  # slow VK: the job takes seconds
+    # The first batch of 25 posts goes through; VK then holds the second until released.
+    held = Hold()
+    fake_vk.fail("execute", Sleep(0), held)
     await worker_handle.start()
     job_id = (await parse(client, group_id=11))["data"]["job_id"]
-    for _ in range(200):
-        current = await status(client, job_id)
-        if current["progress"] > 0:
-            break
-        await asyncio.sleep(0.02)
-    assert current["message"] == "post 25 of 60"
+    await asyncio.wait_for(held.reached.wait(), 30)
+    # The job is mid-parse: one batch stored and reported, the next one in flight.
+    current = await status(client, job_id)
+    assert (current["status"], current["message"]) == ("in_progress", "post 25 of 60"), current
     aborted = await client.delete(f"{API}/abort/{job_id}", headers=headers("alice"))
     assert aborted.json()["status"] == "aborted"
+    held.release()
     stored = await count(sessionmaker, Comment, owner_id=-11)
-    assert stored in (75, 150)  # whole batches of 25 posts, 3 comments each
+    assert stored == 75  # whole posts only: the first batch of 25 posts, 3 comments each
     rerun = await wait_for(client, (await parse(client, group_id=11))["data"]["job_id"], timeout=30)
     assert rerun["status"] == "complete"
     assert rerun["result"]["comments_inserted"] == 180 - stored
@@ -219,7 +221,7 @@ async def test_job_retried_after_vk_trouble_continues_where_it_stopped(
 
 
 async def test_two_worker_processes_share_one_request_budget(
-    client: httpx.AsyncClient, fake_vk: FakeVK, settings: Settings
+    client: httpx.AsyncClient, fake_vk: FakeVK, settings: Settings, tmp_path: Path
 ) -> None:
     fake_vk.add(community_with_posts(100, 1, 0, community_id=21))
     fake_vk.add(community_with_posts(100, 1, 0, community_id=22))
@@ -228,14 +230,15 @@ async def test_two_worker_processes_share_one_request_budget(
         "VK_TOKEN": TOKEN,
         "VK_API_URL": fake_vk.url,
         "VK_REQUESTS_PER_SECOND": "3",
-        # The fake stamps a request when this (busy) test process gets to it; a wider window
-        # keeps that jitter from looking like a fourth request. Unshared budgets would show 6.
-        "VK_RATE_WINDOW_SLACK": "0.3",
+        # The fake stamps a request when this (busy) test process gets to it: 3 per 2 s (the
+        # widest window) leaves a second of that jitter before it could look like a fourth
+        # request within 1 s. Unshared budgets would show 6.
+        "VK_RATE_WINDOW_SLACK": "1.0",
     }
     workers = [
         subprocess.Popen(
             [ARQ, "tests.worker_settings.WorkerSettings"],
-            cwd=ROOT,
+            cwd=tmp_path,  # not ROOT: a developer's ./.env must not reach the workers
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -21,6 +21,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "MORPHOLOGY_MIN_WORD_LENGTH",
         "MORPHOLOGY_BIGRAM_MIN_COUNT",
         "MORPHOLOGY_MAX_TEXT_CHARS",
+        "MORPHOLOGY_KEYWORD_MAX_TERMS",
     ]:
         monkeypatch.delenv(name, raising=False)
 
@@ -33,6 +34,7 @@ def test_defaults() -> None:
     assert settings.min_word_length == 2
     assert settings.bigram_min_count == 3
     assert settings.max_text_chars == 100_000
+    assert settings.keyword_max_terms == 100_000
 
 
 def test_lists_from_comma_separated_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,6 +66,7 @@ def test_unknown_pos_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
         ("MORPHOLOGY_BIGRAM_MIN_COUNT", "0"),
         ("MORPHOLOGY_MIN_WORD_LENGTH", "zero"),
         ("MORPHOLOGY_CONTENT_POS", ""),
+        ("MORPHOLOGY_KEYWORD_MAX_TERMS", "999"),
     ],
 )
 def test_invalid_values_fail_fast(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -11,6 +11,7 @@ from src.morphology.keywords import (
     CorpusStats,
     Keyword,
     KeywordExtractor,
+    TermTally,
     extract_keywords,
     russian_stop_words,
 )
@@ -226,3 +227,54 @@ def test_top_n_and_determinism(analyzer: MorphAnalyzer, extractor: KeywordExtrac
     assert once == again
     ones = [k.term for k in once if k.count == 1]
     assert ones == sorted(ones)  # ties break alphabetically
+
+
+def test_a_tally_fed_page_by_page_ranks_as_one_extraction(
+    analyzer: MorphAnalyzer, extractor: KeywordExtractor
+) -> None:
+    documents = analyse(analyzer, HOT_WATER + OTHER_TOPICS)
+    background = extractor.corpus_stats(analyse(analyzer, OTHER_TOPICS[:4]))
+    tally = extractor.new_tally()
+    for start in range(0, len(documents), 3):  # pages, as the tasks read a community
+        extractor.tally(documents[start : start + 3], into=tally)
+    assert tally.documents == len(documents)
+    assert tally.forgotten == 0
+    for ranked_against in (None, background):
+        expected = extractor.extract(documents, top_n=50, background=ranked_against)
+        assert extractor.rank(tally, top_n=50, background=ranked_against) == expected
+    split = extractor.corpus_stats(analyse(analyzer, OTHER_TOPICS[:2]))
+    extractor.corpus_stats(analyse(analyzer, OTHER_TOPICS[2:4]), into=split)
+    assert split == background
+
+
+def test_a_tally_keeps_at_most_its_cap_of_terms_and_the_frequent_ones_exact() -> None:
+    extractor = KeywordExtractor(make_settings(bigram_min_count=1))
+    tally = TermTally(max_terms=40)
+    unbounded = TermTally()
+    documents = [["вода", "горячий", f"редкий{i}", f"штука{i}"] for i in range(200)]
+    documents += [["вода", "вода", "лифт"]] * 5
+    for document in documents:
+        extractor.tally([document], into=tally)
+        extractor.tally([document], into=unbounded)
+        assert len(tally.counts) <= 40
+        assert set(tally.document_counts) == set(tally.counts)
+    assert tally.forgotten > 0 and unbounded.forgotten == 0
+    assert len(unbounded.counts) > 600  # lemmas and phrases of the rare words
+    for term in ("вода", "горячий", "вода горячий"):
+        assert tally.counts[term] == unbounded.counts[term]
+        assert tally.document_counts[term] == unbounded.document_counts[term]
+    assert tally.repeats["вода"] == unbounded.repeats["вода"]
+    top = [k.term for k in extractor.rank(tally, top_n=3)]
+    assert top == [k.term for k in extractor.rank(unbounded, top_n=3)]
+    assert top == ["вода", "вода горячий", "горячий"]  # 210, then 200 each (alphabetical)
+
+
+def test_pruning_drops_tied_terms_together() -> None:
+    tally = TermTally()
+    tally.add(["а", "б", "в", "г", "г", "д", "д", "д"])
+    tally.prune(2)  # "г" (2) and "д" (3) stay; the three seen once go, whatever their letters
+    assert dict(tally.counts) == {"г": 2, "д": 3}
+    assert tally.forgotten == 3
+    tally.prune(1)
+    assert dict(tally.counts) == {"д": 3}
+    assert set(tally.repeats) == {"д"}

@@ -2,10 +2,11 @@
 
 Build data with `community_with_posts(...)`, register it with `FakeVK.add(...)`, and serve with
 `async with serve(fake):` (the `fake_vk` fixture does). Faults are injected per method (and
-optionally per parameter) with `fake.fail("wall.get", 6, 9)`; `fake.token` is the only token
-accepted (error 5 otherwise); `fake.rate_limit` makes it answer error 6 past that many requests
-per token per rolling second; `fake.too_big_over` fails an `execute` of more calls with error 13.
-Every request is recorded in `fake.requests` with its arrival time.
+optionally per parameter) with `fake.fail("wall.get", 6, 9)`; `Hold()` parks a request until the
+test releases it. `fake.token` is the only token accepted (error 5 otherwise); `fake.rate_limit`
+makes it answer error 6 past that many requests per token per rolling second; `fake.too_big_over`
+fails an `execute` of more calls with error 13. Every request is recorded in `fake.requests`
+with its arrival time.
 """
 
 from __future__ import annotations
@@ -194,7 +195,22 @@ class Error:
     message: str
 
 
-Fault = int | Error | Http | Sleep
+class Hold:
+    """Keep the request waiting until the test calls `release()`, then answer normally.
+
+    `reached` is set when a request arrives here: a test waits for it instead of guessing how
+    long the client takes to get there.
+    """
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.released = asyncio.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+Fault = int | Error | Http | Sleep | Hold
 
 
 @dataclass
@@ -256,6 +272,7 @@ class FakeVK:
         self.url = ""
         self._faults: list[tuple[str, dict[str, str], deque[Fault]]] = []
         self._recent: dict[str | None, deque[float]] = {}
+        self._held: list[Hold] = []
         self.app = Starlette(
             routes=[Route("/method/{method}", self._endpoint, methods=["GET", "POST"])]
         )
@@ -271,6 +288,15 @@ class FakeVK:
     def fail(self, method: str, *faults: Fault, **match: object) -> None:
         """Answer the next calls of `method` (whose params include `match`) with `faults`."""
         self._faults.append((method, {k: str(v) for k, v in match.items()}, deque(faults)))
+
+    def release_holds(self) -> None:
+        """Let every held request go (a test that failed midway must not leave one parked)."""
+        for _, _, faults in self._faults:
+            for fault in faults:
+                if isinstance(fault, Hold):
+                    fault.release()
+        for hold in self._held:
+            hold.release()
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -307,6 +333,10 @@ class FakeVK:
                 return Response(status_code=fault.status)
             if isinstance(fault, Sleep):
                 await asyncio.sleep(fault.seconds)
+            elif isinstance(fault, Hold):
+                self._held.append(fault)
+                fault.reached.set()
+                await fault.released.wait()
             elif isinstance(fault, Error):
                 raise VKFail(fault.code, fault.message)
             elif fault is not None:
@@ -560,4 +590,7 @@ async def serve(fake: FakeVK) -> AsyncIterator[FakeVK]:
     """Serve `fake` on a free port of 127.0.0.1 for the duration; sets `fake.url`."""
     async with serve_app(fake.app) as port:
         fake.url = f"http://127.0.0.1:{port}/method"
-        yield fake
+        try:
+            yield fake
+        finally:
+            fake.release_holds()  # before the server waits for its open requests
