@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_body(error: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """The one JSON shape of every error."""
+    return {"error": error, "detail": detail, **extra}
+
+
 class AppError(Exception):
     """Base of every error the API reports on purpose."""
 

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.auth.dependencies import api_key_header, bearer_scheme, get_principal
-from src.exceptions import AppError
+from src.exceptions import AppError, error_body
 
 # Routes that answer without a credential: the health check and the API docs.
 PUBLIC_PATHS: frozenset[str] = frozenset(
@@ -72,7 +72,7 @@ def error_response(exc: AppError) -> JSONResponse:
     app's handlers are reached)."""
     return JSONResponse(
         status_code=exc.status_code,
-        content={"error": type(exc).__name__, "detail": exc.detail, **exc.extra},
+        content=error_body(type(exc).__name__, exc.detail, **exc.extra),
         headers=exc.headers,
     )
 

@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,16 +27,11 @@ from src.auth.service import Authenticator
 from src.comments.router import router as comments_router
 from src.config import Settings, configure_logging, get_settings, load
 from src.database import create_engine, create_sessionmaker
-from src.exceptions import AppError
+from src.exceptions import AppError, error_body
 from src.http_limits import RequestGuard
 from src.openapi import install as install_openapi
 
 logger = logging.getLogger("src.main")
-
-
-def error_body(error: str, detail: str, **extra: Any) -> dict[str, Any]:
-    """The one JSON shape of every error."""
-    return {"error": error, "detail": detail, **extra}
 
 
 def create_app(
@@ -100,9 +94,7 @@ def create_app(
     )
     app.include_router(build_router(registry, batch_limit=arq_settings.batch_limit))
     app.include_router(comments_router)
-    # A batch holds at most ARQ_BATCH_LIMIT jobs, and no more than a minute's enqueue budget.
-    batch_limit = min(arq_settings.batch_limit, arq_settings.enqueue_rate_limit or 10**9)
-    install_openapi(app, registry, batch_limit=batch_limit)
+    install_openapi(app, registry, batch_limit=arq_settings.batch_max_jobs)
     _add_error_handlers(app)
     # 401 before the body is read, then 413 while it is read: before FastAPI parses it.
     app.add_middleware(RequestGuard, max_body_bytes=settings.api_max_body_bytes)

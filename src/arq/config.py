@@ -78,6 +78,14 @@ class ArqSettings(BaseSettings):
         return self
 
     @property
+    def batch_max_jobs(self) -> int:
+        """Jobs one batch may hold: ARQ_BATCH_LIMIT, and no more than a minute's enqueue budget
+        (a larger batch could never pass the rate limit)."""
+        if self.enqueue_rate_limit:
+            return min(self.batch_limit, self.enqueue_rate_limit)
+        return self.batch_limit
+
+    @property
     def fairness_cap_seconds(self) -> float:
         """The most an owner's backlog pushes their next job back: half a priority level, so
         priorities stay strict between jobs queued close together."""

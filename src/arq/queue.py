@@ -116,6 +116,18 @@ end
 return 1
 """
 
+# A job its worker gives back: drop its lease; move it by ARGV[1] ms if it is still stored, else
+# take its bare id out of the queue.
+BACK_IN_LINE_SCRIPT = """
+redis.call('del', KEYS[1])
+if redis.call('exists', KEYS[3]) == 0 then
+  redis.call('zrem', KEYS[2], ARGV[2])
+elseif tonumber(ARGV[1]) ~= 0 then
+  redis.call('zincrby', KEYS[2], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
 # Abort: 1 = a waiting job was taken out of the queue; 0 = it is running and is now marked for
 # cancellation; -1 = it is neither queued nor running. Atomic, so a mark is only ever set while
 # the job runs, and ARQ removes it when the job ends: no stale marks.
@@ -173,15 +185,15 @@ class JobQueue:
         self.queue_name = queue_name
         self.aging_ms = int(aging_seconds * 1000)
         self.fair_step_ms = int(fairness_step * 1000)
+        # Also how much earlier than its ready time every ready job sorts, so that one pushed
+        # back by its owner's backlog (at most this much) is still due at once.
         self.fair_cap_ms = int(fairness_cap * 1000) if self.fair_step_ms else 0
-        # Every ready job sorts this much earlier than its ready time, so that one pushed back
-        # by its owner's backlog (at most this much) is still due at once.
-        self.shift_ms = self.fair_cap_ms
         self.wake_channel = keys.wake_channel(queue_name)
         self._push = redis.register_script(PUSH_SCRIPT)
         self._claim = redis.register_script(CLAIM_SCRIPT)
         self._promote = redis.register_script(PROMOTE_SCRIPT)
         self._abort = redis.register_script(ABORT_SCRIPT)
+        self._back_in_line = redis.register_script(BACK_IN_LINE_SCRIPT)
 
     @classmethod
     def for_settings(cls, redis: ArqRedis, settings: ArqSettings) -> JobQueue:
@@ -196,7 +208,7 @@ class JobQueue:
 
     def offset(self, priority: Priority) -> int:
         """How much earlier than its ready time a job of this priority sorts."""
-        return PRIORITY_LEVEL[priority] * self.aging_ms + self.shift_ms
+        return PRIORITY_LEVEL[priority] * self.aging_ms + self.fair_cap_ms
 
     def score(self, priority: Priority, run_at_ms: int, now_ms: int) -> int:
         """Where a job sorts: deferred jobs wait at their time, ready ones at their priority."""
@@ -280,14 +292,19 @@ class JobQueue:
         )
         return int(float(nxt)) if nxt else None
 
-    async def renew(self, job_ids: Sequence[str], *, lease_ms: int) -> None:
-        """Extend the leases of jobs this worker runs (re-creating any that Redis lost)."""
-        if not job_ids:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.set(keys.in_progress_key_prefix + job_id, b"1", px=lease_ms)
-            await pipe.execute()
+    async def back_in_line(self, job_id: str, *, incr_score: int | None) -> None:
+        """ARQ's "run it again" for a job its worker gives back (a retry, a cancellation), but
+        only while the job is still stored: after an empty Redis restart ARQ's ZINCRBY would
+        queue a bare id near score 0 that then fails as "job expired"; the reconciliation
+        queues such a job again instead."""
+        await self._back_in_line(
+            keys=[
+                keys.in_progress_key_prefix + job_id,
+                self.queue_name,
+                keys.job_key_prefix + job_id,
+            ],
+            args=[incr_score or 0, job_id],
+        )
 
     async def abort(self, job_id: str, *, now_ms: int) -> int:
         """1: removed before it ran; 0: running, marked for cancellation; -1: not in Redis."""

@@ -207,15 +207,18 @@ class TaskRegistry:
         """Declare a periodic run (ARQ cron: one run per tick however many workers run)."""
         self.schedules.append(schedule)
 
+    def _enabled_runs(self, settings: Any) -> Iterator[tuple[Schedule, TaskSpec, dict[str, Any]]]:
+        """Each enabled schedule with its task and validated arguments."""
+        for schedule in self.schedules:
+            if schedule.enabled(settings):
+                spec = self.get(schedule.task)
+                yield schedule, spec, spec.validate_args([], schedule.kwargs(settings))
+
     def cron_jobs(self, settings: Any) -> list[CronJob]:
         """The enabled schedules as ARQ cron jobs; `settings` is passed to their callables."""
         jobs = []
-        for schedule in self.schedules:
-            if not schedule.enabled(settings):
-                continue
-            spec = self.get(schedule.task)
+        for schedule, spec, values in self._enabled_runs(settings):
             function = spec.arq_function()
-            values = spec.validate_args([], schedule.kwargs(settings))
 
             async def run(
                 ctx: dict[str, Any],
@@ -240,15 +243,10 @@ class TaskRegistry:
     def scheduled_runs(self, settings: Any) -> dict[str, tuple[str, dict[str, Any]]]:
         """Cron job name -> (task, validated arguments) of each enabled schedule: what the
         worker queues when ARQ's timing says a run is due."""
-        runs: dict[str, tuple[str, dict[str, Any]]] = {}
-        for schedule in self.schedules:
-            if schedule.enabled(settings):
-                spec = self.get(schedule.task)
-                runs[f"cron:{spec.name}"] = (
-                    spec.name,
-                    spec.validate_args([], schedule.kwargs(settings)),
-                )
-        return runs
+        return {
+            f"cron:{spec.name}": (spec.name, values)
+            for _, spec, values in self._enabled_runs(settings)
+        }
 
     def on_worker_shutdown(self, hook: WorkerHook) -> WorkerHook:
         self.shutdown_hooks.append(hook)

@@ -13,7 +13,6 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from src.arq.dependencies import ArqServiceDep, StreamHubDep
-from src.arq.exceptions import InvalidJobArguments
 from src.arq.registry import TaskRegistry
 from src.arq.schemas import (
     JOB_ID_PATTERN,
@@ -97,12 +96,6 @@ def build_router(registry: TaskRegistry, *, batch_limit: int | None = None) -> A
         Text in the arguments (values and keys) must not contain the NUL character (U+0000).
         A batch holds at most ARQ_BATCH_LIMIT jobs, and at most ARQ_ENQUEUE_RATE_LIMIT while a
         rate limit is on (the smaller applies; the 422 names it)."""
-        limit = service.settings.batch_limit
-        if len(requests) > limit:
-            raise InvalidJobArguments(
-                f"a batch holds at most {limit} jobs, got {len(requests)}",
-                [{"loc": ["body"], "msg": f"at most {limit} items", "type": "too_long"}],
-            )
         return await service.enqueue_batch(requests, principal=principal)
 
     @router.get("/status/{job_id}", response_model=JobStatusResponse, responses=ERROR_RESPONSES)

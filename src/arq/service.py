@@ -89,9 +89,9 @@ class _Prepared:
     priority: Priority
     run_at_ms: int
     status: JobStatus
+    owner: str
     notify_url: str | None = None
     notify_secret: str | None = None
-    owner: str = ""  # whose job (for fair share); "" = the caller's
 
 
 class ArqService:
@@ -156,7 +156,7 @@ class ArqService:
         self, requests: Sequence[EnqueueRequest], *, principal: Principal
     ) -> list[EnqueueResponse]:
         """Validate every job first; queue all of them or none."""
-        limit = self.batch_limit
+        limit = self.settings.batch_max_jobs
         if len(requests) > limit:
             which = (
                 "ARQ_ENQUEUE_RATE_LIMIT" if limit < self.settings.batch_limit else "ARQ_BATCH_LIMIT"
@@ -219,6 +219,7 @@ class ArqService:
             priority=request.priority,
             run_at_ms=score,
             status=JobStatus.DEFERRED if score > now_ms else JobStatus.QUEUED,
+            owner=principal.owner,
             notify_url=request.notify_url,
             notify_secret=request.notify_secret,
         )
@@ -269,6 +270,7 @@ class ArqService:
                 priority=Priority.NORMAL,
                 run_at_ms=run_ms,
                 status=JobStatus.DEFERRED if run_ms > now else JobStatus.QUEUED,
+                owner=SYSTEM.owner,
             )
             try:
                 await self._enqueue_prepared([item], principal=SYSTEM, now_ms=now, charge=False)
@@ -292,7 +294,7 @@ class ArqService:
         ids = [item.job_id for item in items]
         if charge:
             await self._charge_rate_limit(principal.owner, len(items))
-        rows = [self._history_row(item, owner=principal.owner, now_ms=now_ms) for item in items]
+        rows = [self._history_row(item, now_ms=now_ms) for item in items]
         try:
             async with self.sessionmaker.begin() as session:
                 inserted = await history.insert_new(session, rows)
@@ -305,7 +307,7 @@ class ArqService:
                 await self._refund_rate_limit(principal.owner, len(items))
             raise
         try:
-            await self._push(items, now_ms=now_ms, owner=principal.owner)
+            await self._push(items, now_ms=now_ms)
         except JobConflict:
             async with self.sessionmaker.begin() as session:
                 await history.remove(session, ids)
@@ -329,13 +331,13 @@ class ArqService:
             for item in items
         ]
 
-    def _history_row(self, item: _Prepared, *, owner: str, now_ms: int) -> dict[str, Any]:
+    def _history_row(self, item: _Prepared, *, now_ms: int) -> dict[str, Any]:
         return {
             "job_id": item.job_id,
             "function": item.spec.name,
             "queue_name": self.settings.queue_name,
             "args": item.kwargs,
-            "owner": owner,
+            "owner": item.owner,
             "priority": item.priority.value,
             "status": item.status.value,
             "progress": 0,
@@ -389,16 +391,8 @@ class ArqService:
         if used > limit:
             raise RateLimited(retry_after=max(1, 60 - int(now % 60)))
 
-    @property
-    def batch_limit(self) -> int:
-        """Jobs one batch may hold: a batch must be able to pass the per-minute limit."""
-        limit = self.settings.batch_limit
-        if self.settings.enqueue_rate_limit:
-            limit = min(limit, self.settings.enqueue_rate_limit)
-        return limit
-
-    async def _push(self, items: list[_Prepared], *, now_ms: int, owner: str) -> None:
-        jobs = _queued_jobs(items, now_ms=now_ms, owner=owner)
+    async def _push(self, items: list[_Prepared], *, now_ms: int) -> None:
+        jobs = _queued_jobs(items, now_ms=now_ms)
         outcomes = await self.queue.push(jobs, now_ms=now_ms, wake=self.settings.wake_on_enqueue)
         refused = [job.job_id for job, ok in zip(jobs, outcomes, strict=True) if not ok]
         if refused:
@@ -703,13 +697,11 @@ class ArqService:
             )
             chosen[record.job_id] = notify_id
             items.append(item)
-            rows.append(self._history_row(item, owner=record.owner, now_ms=now))
+            rows.append(self._history_row(item, now_ms=now))
         async with self.sessionmaker.begin() as session:
             inserted = await history.insert_new(session, rows) if rows else set()
             await history.set_notification_jobs(session, chosen)
-        jobs = _queued_jobs(
-            [item for item in items if item.job_id in inserted], now_ms=now, owner=""
-        )
+        jobs = _queued_jobs([item for item in items if item.job_id in inserted], now_ms=now)
         if jobs:
             try:
                 await self.queue.push(jobs, now_ms=now, wake=self.settings.wake_on_enqueue)
@@ -867,7 +859,7 @@ def _status_response(record: JobRecord) -> JobStatusResponse:
     )
 
 
-def _queued_jobs(items: list[_Prepared], *, now_ms: int, owner: str) -> list[QueuedJob]:
+def _queued_jobs(items: list[_Prepared], *, now_ms: int) -> list[QueuedJob]:
     return [
         QueuedJob(
             job_id=item.job_id,
@@ -876,7 +868,7 @@ def _queued_jobs(items: list[_Prepared], *, now_ms: int, owner: str) -> list[Que
             priority=item.priority,
             run_at_ms=item.run_at_ms,
             enqueued_ms=now_ms,
-            owner=item.owner or owner,
+            owner=item.owner,
         )
         for item in items
     ]

@@ -36,7 +36,8 @@ import arq.worker as arq_worker
 import redis as sync_redis
 from arq.connections import RedisSettings
 from arq.cron import CronJob
-from arq.utils import to_unix_ms, truncate
+from arq.utils import args_to_string as arq_args_to_string
+from arq.utils import to_unix_ms
 from redis.exceptions import RedisError
 
 from src.arq import keys
@@ -53,16 +54,6 @@ from src.config import Settings, get_settings, load
 from src.database import create_engine, create_sessionmaker
 
 logger = logging.getLogger("src.arq.worker")
-
-BACK_IN_LINE_SCRIPT = """
-redis.call('del', KEYS[1])
-if redis.call('exists', KEYS[3]) == 0 then
-  redis.call('zrem', KEYS[2], ARGV[2])
-elseif tonumber(ARGV[1]) ~= 0 then
-  redis.call('zincrby', KEYS[2], ARGV[1], ARGV[2])
-end
-return 1
-"""
 
 # How long a worker keeps trying to store a job's ending while Redis is unreachable.
 ENDING_WRITE_SECONDS = 300.0
@@ -91,15 +82,7 @@ def mask_secrets(value: Any) -> Any:
 def _masked_args_to_string(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
     """ARQ's argument text for its log lines, secrets masked by structure (not by a pattern
     over the text, which a secret containing a quote escapes)."""
-    arguments = ", ".join(repr(mask_secrets(arg)) for arg in args)
-    if kwargs:
-        if arguments:
-            arguments += ", "
-        arguments += ", ".join(
-            f"{key}={MASK!r}" if _SECRET_NAME.search(key) else f"{key}={mask_secrets(value)!r}"
-            for key, value in sorted(kwargs.items())
-        )
-    return truncate(arguments)
+    return arq_args_to_string(mask_secrets(list(args)), mask_secrets(kwargs))
 
 
 # ARQ's worker builds its "→ job(args)" log line with this module-level function.
@@ -341,15 +324,16 @@ class JobWorker(_ArqWorker):
         while must not expire and make the job look lost, or it would run again. The history
         writer keeps a copy too, and a failed write to Redis is tried again (the job keeps its
         lease meanwhile), so an ending survives a Redis outage or an empty restart."""
+        if not finish and keep_in_progress is None:
+            # Going back to the queue: no renewal behind ARQ's back, nor a bare id re-queued.
+            self._lease_given_back(job_id)
+            await self._write_ending(
+                job_id, lambda: self.queue.back_in_line(job_id, incr_score=incr_score)
+            )
+            return
         writer: HistoryWriter | None = self.ctx.get("history_writer")
         if finish and result_data and writer is not None:
             writer.remember(job_id, result_data)
-        if not finish:
-            # Going back to the queue: its lease must not be renewed behind ARQ's back.
-            self._lease_given_back(job_id)
-        if not finish and keep_in_progress is None:
-            await self._write_ending(job_id, lambda: self._back_in_line(job_id, incr_score))
-            return
         await self._write_ending(
             job_id,
             lambda: super(JobWorker, self).finish_job(
@@ -363,20 +347,6 @@ class JobWorker(_ArqWorker):
             ),
         )
         self._lease_given_back(job_id)
-
-    async def _back_in_line(self, job_id: str, incr_score: int | None) -> None:
-        """ARQ's "run it again" (a retry, a cancellation), only while the job is still stored:
-        after an empty Redis restart ARQ's ZINCRBY would queue a bare id at a score near 0
-        that then fails as "job expired"; the reconciliation queues the job again instead."""
-        script = self.pool.register_script(BACK_IN_LINE_SCRIPT)
-        await script(
-            keys=[
-                keys.in_progress_key_prefix + job_id,
-                self.queue_name,
-                keys.job_key_prefix + job_id,
-            ],
-            args=[incr_score or 0, job_id],
-        )
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """Aborted before start, out of tries, expired: kept until recorded, and recorded."""
