@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,14 +74,19 @@ async def test_result_of_unfinished_job_is_202_with_status(client: httpx.AsyncCl
     assert response.json()["job_id"] == job_id
 
 
-async def test_progress_is_visible_while_running(client: httpx.AsyncClient, worker: Worker) -> None:
-    job_id = (await enqueue(client, "sleep", kwargs={"seconds": 1.5})).json()["job_id"]
+async def test_progress_is_visible_while_running(
+    client: httpx.AsyncClient, worker: Worker, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"  # the job holds at 50 % until it opens
+    kwargs = {"seconds": 0, "until": str(gate)}
+    job_id = (await enqueue(client, "sleep", kwargs=kwargs)).json()["job_id"]
     running = await wait_for(client, job_id, ("in_progress",))
-    for _ in range(50):
+    for _ in range(500):
         running = await status(client, job_id)
         if running["progress"] == 50:
             break
         await asyncio.sleep(0.02)
+    gate.touch()
     assert running["progress"] == 50
     assert running["message"] == "sleeping"
     assert running["tries"] == 1

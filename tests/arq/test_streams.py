@@ -10,6 +10,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -76,6 +77,17 @@ class Reader:
             if block.status is not None:
                 return block.status
         raise AssertionError("no status event in 100 blocks")
+
+    async def until_status(self, wanted: Callable[[dict[str, Any]], bool]) -> list[Block]:
+        """Every block up to and including the first `status` event that is `wanted`."""
+        blocks: list[Block] = []
+        for _ in range(1000):
+            block = await self.block()
+            assert block is not None, "the stream ended before the wanted status"
+            blocks.append(block)
+            if block.status is not None and wanted(block.status):
+                return blocks
+        raise AssertionError("no wanted status event in 1000 blocks")
 
     async def rest(self) -> list[Block]:
         """Every block until the server ends the stream."""
@@ -235,9 +247,14 @@ async def test_streams_share_one_subscription_and_each_gets_live_events(
     client: httpx.AsyncClient,
     worker_handle: WorkerHandle,
     redis_db: sync_redis.Redis,
+    tmp_path: Path,
 ) -> None:
+    # Each job reports "sleeping" at 50 %, then holds until the gate opens: every stream sees
+    # that state whatever the machine's load (a stream sends states, not every transition).
+    gate = tmp_path / "gate"
+    kwargs = {"seconds": 0, "until": str(gate)}
     jobs = [
-        (await enqueue(client, "sleep", owner=owner, kwargs={"seconds": 0.5})).json()["job_id"]
+        (await enqueue(client, "sleep", owner=owner, kwargs=kwargs)).json()["job_id"]
         for owner in ("alice", "alice", "bob")
     ]
     watchers = [(jobs[0], "alice")] * 4 + [(jobs[1], "alice")] * 2 + [(jobs[2], "bob")]
@@ -265,7 +282,12 @@ async def test_streams_share_one_subscription_and_each_gets_live_events(
         assert hub.open_streams == len(watchers)
 
         await worker_handle.start()
-        seen = await asyncio.gather(*(reader.rest() for reader in readers))
+        sleeping = await asyncio.gather(
+            *(reader.until_status(lambda event: event["progress"] == 50) for reader in readers)
+        )
+        gate.touch()
+        ends = await asyncio.gather(*(reader.rest() for reader in readers))
+        seen = [first + last for first, last in zip(sleeping, ends, strict=True)]
     for (job_id, _), blocks in zip(watchers, seen, strict=True):
         events = statuses(blocks)
         assert {event["job_id"] for event in events} == {job_id}
@@ -283,11 +305,15 @@ async def test_the_subscription_comes_back_after_its_connection_drops(
     client: httpx.AsyncClient,
     worker_handle: WorkerHandle,
     redis_db: sync_redis.Redis,
+    tmp_path: Path,
 ) -> None:
     hub: StreamHub = app.state.stream_hub
     await until(lambda: hub.connected, "the hub's subscription")
     (first,), _ = subscribers(redis_db)
-    job_id = (await enqueue(client, "sleep", kwargs={"seconds": 0.5})).json()["job_id"]
+    gate = tmp_path / "gate"  # the job holds at 50 % until it opens
+    job_id = (await enqueue(client, "sleep", kwargs={"seconds": 0, "until": str(gate)})).json()[
+        "job_id"
+    ]
     async with (
         serve_app(app) as port,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
@@ -301,7 +327,9 @@ async def test_the_subscription_comes_back_after_its_connection_drops(
         (second,), _ = subscribers(redis_db)
         assert second["id"] != first["id"]
         await worker_handle.start()
-        events = statuses(await reader.rest())
+        blocks = await reader.until_status(lambda event: event["progress"] == 50)
+        gate.touch()
+        events = statuses(blocks + await reader.rest())
     assert events[-1]["status"] == "complete"
     assert any(e["progress"] == 50 for e in events)
 
