@@ -86,6 +86,19 @@ async def test_schedule_runs_once_per_tick_however_many_workers(
                 break
             await asyncio.sleep(0.05)
         assert stats[0]["comments"] == 3
+        # The statistics are written before the job returns: wait for its recorded ending.
+        for _ in range(200):
+            runs = (
+                await client.get(
+                    "/api/v1/arq/jobs",
+                    params={"function": "update_statistics"},
+                    headers=headers("root"),
+                )
+            ).json()["items"]
+            if runs and all(run["status"] == "complete" for run in runs):
+                break
+            await asyncio.sleep(0.05)
+        assert len(runs) == 1
         assert sum(w.jobs_complete for w in workers) == 1
     finally:
         for handle in handles:
