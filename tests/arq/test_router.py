@@ -338,11 +338,13 @@ async def test_abort_queued_job_never_runs(
     assert response.json()["status"] == "aborted"
     assert "before it started" in response.json()["error"]["message"]
     worker = await worker_handle.start()
-    await asyncio.sleep(0.5)
+    # A job queued after it has run: the worker has looked at the queue since the abort.
+    later = (await enqueue(client, "add", kwargs={"a": 2})).json()["job_id"]
+    await wait_for(client, later)
     final = await status(client, job_id)
     assert final["status"] == "aborted"
     assert final["started_at"] is None
-    assert worker.jobs_complete == 0 and worker.jobs_failed == 0
+    assert worker.jobs_complete == 1 and worker.jobs_failed == 0  # the later job only
     result = await client.get(f"{API}/result/{job_id}", headers=headers("alice"))
     assert result.status_code == 200
     assert result.json()["success"] is False
@@ -353,9 +355,11 @@ async def test_abort_deferred_job(client: httpx.AsyncClient, worker: Worker) -> 
     job_id = (await enqueue(client, "add", kwargs={"a": 1}, defer_by=0.5)).json()["job_id"]
     response = await client.delete(f"{API}/abort/{job_id}", headers=headers("alice"))
     assert response.json()["status"] == "aborted"
-    await asyncio.sleep(1.0)
+    # Past its run time, with a later job done: the worker has looked at the queue since.
+    later = (await enqueue(client, "add", kwargs={"a": 2}, defer_by=0.6)).json()["job_id"]
+    await wait_for(client, later)
     assert (await status(client, job_id))["status"] == "aborted"
-    assert worker.jobs_complete == 0
+    assert worker.jobs_complete == 1  # the later job only
 
 
 async def test_abort_running_job_cancels_it_within_2s(
