@@ -94,7 +94,7 @@ async def test_deferred_job_takes_its_priority_place_when_due(
         gate = await take_the_only_slot(client, tmp_path)
         urgent = (
             await enqueue(
-                client, "add", owner="root", kwargs={"a": 1}, priority="critical", defer_by=0.3
+                client, "add", owner="root", kwargs={"a": 1}, priority="critical", defer_by=2
             )
         ).json()["job_id"]
         assert (await status(client, urgent, owner="root"))["status"] == "deferred"

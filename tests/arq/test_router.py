@@ -352,11 +352,12 @@ async def test_abort_queued_job_never_runs(
 
 
 async def test_abort_deferred_job(client: httpx.AsyncClient, worker: Worker) -> None:
-    job_id = (await enqueue(client, "add", kwargs={"a": 1}, defer_by=0.5)).json()["job_id"]
+    # Long enough that the abort surely comes first, however loaded the machine.
+    job_id = (await enqueue(client, "add", kwargs={"a": 1}, defer_by=3)).json()["job_id"]
     response = await client.delete(f"{API}/abort/{job_id}", headers=headers("alice"))
     assert response.json()["status"] == "aborted"
     # Past its run time, with a later job done: the worker has looked at the queue since.
-    later = (await enqueue(client, "add", kwargs={"a": 2}, defer_by=0.6)).json()["job_id"]
+    later = (await enqueue(client, "add", kwargs={"a": 2}, defer_by=3.1)).json()["job_id"]
     await wait_for(client, later)
     assert (await status(client, job_id))["status"] == "aborted"
     assert worker.jobs_complete == 1  # the later job only
