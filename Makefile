@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint format bench chaos migrate worker api venv clean
+.PHONY: run test lint format bench bench-peers bench-http chaos migrate worker api venv clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed")'
@@ -14,6 +15,11 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The optional `bench` group (saq, taskiq, taskiq-redis, psutil), for bench-peers only.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 ## run: migrate, then start the API (port 8000) and one worker; Ctrl-C stops both
 run: venv
@@ -27,6 +33,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports architecture.ini
 
 format: venv
 	$(BIN)/ruff format .
@@ -34,6 +41,14 @@ format: venv
 
 bench: venv
 	$(BIN)/python -m bench.queue
+
+## bench-peers: the module against saq, taskiq and arq on a private Redis (BENCH_ARGS: flags)
+bench-peers: $(BENCH_STAMP)
+	$(BIN)/python -m bench.peers $(BENCH_ARGS)
+
+## bench-http: 50 virtual users for 30 s against a private API and one worker (BENCH_ARGS: flags)
+bench-http: venv
+	$(BIN)/python -m bench.http_load --start $(BENCH_ARGS)
 
 ## chaos: kill workers, restart Redis empty, drop DB connections under load; check every job
 chaos: venv

@@ -4,7 +4,7 @@ Run it from the repository root: `python -m bench.admin`; `--help` lists the fla
 
 What it measures:
 
-* reports: `src.admin.reports.generate_report` (the domain function the `generate_report` task
+* reports: `src.reports.service.generate_report` (the domain function the `generate_report` task
   calls: collect the SQL aggregates, stream the stored analyses into lemma counters, render,
   store the report row) called directly, with a sessionmaker on the benchmark's database and,
   as the worker passes it, a `MorphAnalyzer` (built-in default settings; `--no-analyzer` passes
@@ -29,7 +29,7 @@ What it measures:
   parse cache, SQLAlchemy's statement cache and the imports of the renderers. A second table
   splits each call's wall time into the report's stages, timed from its `progress` callbacks.
   Each report's totals are checked against what was seeded.
-* backup: `src.admin.backup.backup_database` (`pg_dump --format=custom`) of the whole
+* backup: `src.maintenance.backup.backup_database` (`pg_dump --format=custom`) of the whole
   benchmark database (both communities), into a temporary directory removed afterwards: wall
   time and file size beside the database's own size. Skipped, with a line saying so, if pg_dump
   is not on PATH; a failing pg_dump (e.g. older than the server) is reported, not fatal.
@@ -58,7 +58,6 @@ every SELECT one JSON report of the big community runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import hashlib
 import json
@@ -67,7 +66,6 @@ import random
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -83,26 +81,28 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import event, make_url
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bench.morphology import ADJECTIVES, FREQUENT_FUNCTION_WORDS, NOUNS, VERBS
-from bench.queue import (
-    DEFAULT_DATABASE_URL,
+from bench._common import (
     BenchError,
-    Created,
-    _positive_int,
-    _redacted,
-    isolated_database,
+    Failed,
+    add_database_server_argument,
+    fresh_database,
     note,
+    number_in,
+    positive_int,
+    redacted,
+    run_main,
+    text_table,
 )
-from bench.queue import Options as QueueOptions
-from src.admin.backup import backup_database
-from src.admin.config import BackupSettings
-from src.admin.exceptions import BackupFailed, BackupTimedOut, BackupToolMissing
-from src.admin.reports import ReportFormat, generate_report
+from bench.morphology import ADJECTIVES, FREQUENT_FUNCTION_WORDS, NOUNS, VERBS
 from src.database import create_engine, create_sessionmaker
+from src.maintenance.backup import backup_database
+from src.maintenance.config import BackupSettings
+from src.maintenance.exceptions import BackupFailed, BackupTimedOut, BackupToolMissing
 from src.morphology.analyzer import MorphAnalyzer
+from src.reports.schemas import ReportFormat
+from src.reports.service import generate_report
 
 FORMATS = (ReportFormat.JSON, ReportFormat.CSV, ReportFormat.HTML)
 SMALL_GROUP, BIG_GROUP = 101, 102
@@ -181,18 +181,11 @@ class Options:
     database_url: str
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+_fraction = number_in(0, 1)
 
 
 def _vocabulary_size(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value < 100:
         raise argparse.ArgumentTypeError(f"at least 100 lemmas, got {value}")
     return value
@@ -206,26 +199,26 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--comments",
-        type=_positive_int,
+        type=positive_int,
         default=200_000,
         metavar="N",
         help="comments of the big community (200000)",
     )
     parser.add_argument(
         "--small",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="comments of the small community (a tenth of --comments)",
     )
     parser.add_argument(
-        "--posts", type=_positive_int, default=500, help="posts of each community (500)"
+        "--posts", type=positive_int, default=500, help="posts of each community (500)"
     )
     parser.add_argument(
-        "--days", type=_positive_int, default=365, help="days the posts are spread over (365)"
+        "--days", type=positive_int, default=365, help="days the posts are spread over (365)"
     )
     parser.add_argument(
         "--comments-per-author",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         metavar="N",
         help="comments / distinct authors, in each community (10)",
@@ -257,12 +250,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="print EXPLAIN (ANALYZE, BUFFERS) of the SELECTs of a JSON report of the big "
         "community",
     )
-    parser.add_argument(
-        "--database-url",
-        default=DEFAULT_DATABASE_URL,
-        help="a PostgreSQL server URL; a fresh database is created there and dropped after "
-        f"({DEFAULT_DATABASE_URL})",
-    )
+    add_database_server_argument(parser)
     args = parser.parse_args(argv)
     small = args.small if args.small is not None else max(1, args.comments // 10)
     if small > args.comments:
@@ -281,24 +269,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         analyzer=args.analyzer,
         explain=args.explain,
         database_url=args.database_url,
-    )
-
-
-def _queue_options(options: Options) -> QueueOptions:
-    """`bench.queue`'s options for `isolated_database`, which reads only the database ones."""
-    return QueueOptions(
-        jobs=1,
-        round_trips=1,
-        poll_delays=(1.0,),
-        variants=(),
-        max_jobs=1,
-        client_poll=1.0,
-        jitter=False,
-        redis_url="",
-        flush=False,
-        shared_redis=False,
-        database_url=options.database_url,
-        use_database=None,
     )
 
 
@@ -813,7 +783,7 @@ async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
 
 async def run(options: Options) -> Result:
     communities = _communities(options)
-    async with isolated_database(_queue_options(options), Created()) as url:
+    async with fresh_database(options.database_url) as url:
         database = make_url(url).database or ""
         note(f"bench: database {database} created and migrated")
         total = sum(community.comments for community in communities)
@@ -861,18 +831,7 @@ async def run(options: Options) -> Result:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1) -> str:
     """A text table; the first `left` columns are aligned left, the others right."""
-    widths = [
-        max(len(header), *(len(row[index]) for row in rows)) for index, header in enumerate(headers)
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        return " | ".join(
-            value.ljust(width) if index < left else value.rjust(width)
-            for index, (value, width) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    rule = "-+-".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+    return text_table(headers, rows, right=range(left, len(headers)))
 
 
 def _mib(value: int | None) -> str:
@@ -885,7 +844,7 @@ def describe(options: Options) -> str:
         f"posts over {options.days} days each, {options.comments_per_author} comments per "
         f"author, {options.analysed:g} of the comments analysed, {options.vocabulary} lemmas; "
         f"{'MorphAnalyzer' if options.analyzer else 'no analyzer'}; a fresh PostgreSQL "
-        f"database on {_redacted(options.database_url)}"
+        f"database on {redacted(options.database_url)}"
     )
 
 
@@ -1006,15 +965,10 @@ def format_plans(result: Result) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    note(f"bench: {describe(options)}")
-    try:
-        result = asyncio.run(run(options))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        note("bench: interrupted")
-        return 130
-    except (BenchError, OSError, asyncpg.PostgresError, SQLAlchemyError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
+    outcome = run_main(describe(options), run(options))
+    if isinstance(outcome, Failed):
+        return outcome.exit_code
+    result = outcome
     print(describe(options))
     print(format_data(result))
     print()

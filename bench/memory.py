@@ -33,11 +33,9 @@ created on the `--database-url` server, migrated, and dropped at the end, error 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import random
 import re
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -47,20 +45,20 @@ from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import make_url
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bench.admin import COMMENT_COLUMNS, RssSampler, Vocabulary, _rss, build_vocabulary
-from bench.queue import (
-    DEFAULT_DATABASE_URL,
+from bench._common import (
     BenchError,
-    Created,
-    _positive_int,
-    _redacted,
-    isolated_database,
+    Failed,
+    add_database_server_argument,
+    fresh_database,
     note,
+    positive_int,
+    redacted,
+    run_main,
+    text_table,
 )
-from bench.queue import Options as QueueOptions
+from bench.admin import COMMENT_COLUMNS, RssSampler, Vocabulary, _rss, build_vocabulary
 from src.arq.context import JobContext
 from src.comments.tasks import (
     BatchArgs,
@@ -92,7 +90,7 @@ class Options:
 
 def _sizes(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(_positive_int(part) for part in text.split(",") if part.strip())
+        sizes = tuple(positive_int(part) for part in text.split(",") if part.strip())
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"comma-separated positive counts: {exc}") from None
     if not sizes:
@@ -115,26 +113,21 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--warm-up",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         metavar="N",
         help="comments of the untimed warm-up community (5000)",
     )
-    parser.add_argument("--posts", type=_positive_int, default=1000, help="posts per community")
+    parser.add_argument("--posts", type=positive_int, default=1000, help="posts per community")
     parser.add_argument(
         "--vocabulary",
-        type=_positive_int,
+        type=positive_int,
         default=20_000,
         metavar="N",
         help="distinct lemmas the comments are written with (20000; at least 100)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data (1)")
-    parser.add_argument(
-        "--database-url",
-        default=DEFAULT_DATABASE_URL,
-        help="a PostgreSQL server URL; a fresh database is created there and dropped after "
-        f"({DEFAULT_DATABASE_URL})",
-    )
+    add_database_server_argument(parser)
     args = parser.parse_args(argv)
     if args.vocabulary < 100:
         parser.error("--vocabulary: at least 100 lemmas")
@@ -147,24 +140,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         vocabulary=args.vocabulary,
         seed=args.seed,
         database_url=args.database_url,
-    )
-
-
-def _queue_options(options: Options) -> QueueOptions:
-    """`bench.queue`'s options for `isolated_database`, which reads only the database ones."""
-    return QueueOptions(
-        jobs=1,
-        round_trips=1,
-        poll_delays=(1.0,),
-        variants=(),
-        max_jobs=1,
-        client_poll=1.0,
-        jitter=False,
-        redis_url="",
-        flush=False,
-        shared_redis=False,
-        database_url=options.database_url,
-        use_database=None,
     )
 
 
@@ -373,7 +348,7 @@ def _expect(found: int, expected: int, task: str) -> None:
 async def run(options: Options) -> tuple[list[Measured], float]:
     analyzer = MorphAnalyzer()
     analyzer.parse_word("дом")  # loads the dictionaries before anything is measured
-    async with isolated_database(_queue_options(options), Created()) as url:
+    async with fresh_database(options.database_url) as url:
         note(f"bench: database {make_url(url).database} created and migrated")
         return await run_cases(url, options, analyzer)
 
@@ -398,17 +373,7 @@ def format_table(rows: Sequence[Measured]) -> str:
         )
         for row in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    right = {0, 2, 3, 4}
-
-    def line(values: Sequence[str]) -> str:
-        return " | ".join(
-            value.rjust(width) if index in right else value.ljust(width)
-            for index, (value, width) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    rule = "-+-".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(c) for c in cells)])
+    return text_table(headers, cells, right={0, 2, 3, 4})
 
 
 def describe(options: Options) -> str:
@@ -416,21 +381,16 @@ def describe(options: Options) -> str:
     return (
         f"communities of {sizes} comments ({WORDS[0]}-{WORDS[1]} words each, {options.posts} "
         f"posts, {options.vocabulary} lemmas); a fresh PostgreSQL database on "
-        f"{_redacted(options.database_url)}"
+        f"{redacted(options.database_url)}"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    note(f"bench: {describe(options)}")
-    try:
-        rows, seed_seconds = asyncio.run(run(options))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        note("bench: interrupted")
-        return 130
-    except (BenchError, OSError, asyncpg.PostgresError, SQLAlchemyError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
+    outcome = run_main(describe(options), run(options))
+    if isinstance(outcome, Failed):
+        return outcome.exit_code
+    rows, seed_seconds = outcome
     print(describe(options))
     print(f"seeding (not measured): {seed_seconds:.1f} s")
     print(

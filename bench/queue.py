@@ -60,27 +60,20 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
-from alembic import command
-from alembic.config import Config
 from arq import worker as arq_worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import (
@@ -95,9 +88,21 @@ from arq.worker import func
 from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from bench._common import (
+    ROOT,
+    BenchError,
+    Failed,
+    Isolation,
+    add_isolation_arguments,
+    describe_isolation,
+    fresh_database,
+    note,
+    number_in,
+    positive_int,
+    run_main,
+    text_table,
+)
 from src.arq import history, keys
 from src.arq import worker as module_worker
 from src.arq.config import ArqSettings
@@ -110,9 +115,6 @@ from src.auth.config import AuthSettings
 from src.config import Settings
 from src.database import create_engine, create_sessionmaker
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
-DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 API_KEY = "bench-key-0001"
 API_KEYS_SETTING = f"bench:admin:{API_KEY}"
 # Marks the Redis database as taken (the test suite's fixtures skip non-empty databases).
@@ -138,13 +140,9 @@ TABLE_HEADERS = (
 
 # arq's own worker class. Importing `src.arq.worker` rebinds `arq.worker.Worker` to `JobWorker`, so
 # `arq.worker.Worker` names one or the other depending on import order: never use it here.
-ARQ_WORKER: type[arq_worker.Worker] = getattr(module_worker, "ArqWorker", module_worker._ArqWorker)
+ARQ_WORKER: type[arq_worker.Worker] = module_worker.ArqWorker
 if issubclass(ARQ_WORKER, JobWorker):  # pragma: no cover - a broken src.arq.worker
     raise ImportError("src.arq.worker.ArqWorker is not arq's own Worker class")
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot run or a job did not end as expected; the message says why."""
 
 
 # -- options ----------------------------------------------------------------------------------
@@ -166,24 +164,7 @@ class Options:
     use_database: str | None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 60:
-        raise argparse.ArgumentTypeError(f"must be in (0, 60] seconds, got {text}")
-    return value
+_seconds = number_in(0, 60, unit="seconds", low_open=True)
 
 
 def _poll_delays(text: str) -> tuple[float, ...]:
@@ -207,9 +188,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         description="Throughput, round-trip and pick-up latency of plain arq and of the job "
         "module (its features off, its Python API, its HTTP API), on one Redis.",
     )
-    parser.add_argument("--jobs", type=_positive_int, default=2000, help="throughput jobs (2000)")
+    parser.add_argument("--jobs", type=positive_int, default=2000, help="throughput jobs (2000)")
     parser.add_argument(
-        "--round-trips", type=_positive_int, default=200, help="sequential round trips (200)"
+        "--round-trips", type=positive_int, default=200, help="sequential round trips (200)"
     )
     parser.add_argument(
         "--poll-delays",
@@ -227,7 +208,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         f"API), http (module HTTP); default {','.join(VARIANT_KEYS)}",
     )
     parser.add_argument(
-        "--max-jobs", type=_positive_int, default=100, help="the worker's max_jobs (100)"
+        "--max-jobs", type=positive_int, default=100, help="the worker's max_jobs (100)"
     )
     parser.add_argument(
         "--client-poll",
@@ -242,33 +223,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         action="store_false",
         help="no random pause before each round trip (they then lock onto the poll cycle)",
     )
-    parser.add_argument(
-        "--redis-url",
-        default=DEFAULT_REDIS_URL,
-        help=f"a Redis database for the benchmark alone ({DEFAULT_REDIS_URL})",
-    )
-    redis_mode = parser.add_mutually_exclusive_group()
-    redis_mode.add_argument(
-        "--flush", action="store_true", help="empty the Redis database first if it holds keys"
-    )
-    redis_mode.add_argument(
-        "--shared-redis",
-        action="store_true",
-        help="use the Redis database as it is (no emptiness check); delete only the "
-        "benchmark's own keys at the end instead of flushing it",
-    )
-    database = parser.add_mutually_exclusive_group()
-    database.add_argument(
-        "--database-url",
-        default=DEFAULT_DATABASE_URL,
-        help="a PostgreSQL server URL (a fresh database is created there and dropped after), "
-        f"or 'sqlite' for a temporary SQLite file ({DEFAULT_DATABASE_URL})",
-    )
-    database.add_argument(
-        "--use-database",
-        metavar="URL",
-        help="use this already-migrated database; only the benchmark's rows are deleted after",
-    )
+    add_isolation_arguments(parser)
     args = parser.parse_args(argv)
     return Options(
         jobs=args.jobs,
@@ -302,16 +257,11 @@ def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
-def note(message: str) -> None:
-    """A progress line on stderr (the tables go to stdout)."""
-    print(message, file=sys.stderr, flush=True)
-
-
 # -- Redis ------------------------------------------------------------------------------------
 
 
 @asynccontextmanager
-async def isolated_redis(options: Options, created: Created) -> AsyncIterator[None]:
+async def isolated_redis(options: Isolation, created: Created) -> AsyncIterator[None]:
     """Claim the Redis database (or share it) and leave it as found: flushed, or our keys gone."""
     try:
         client: Redis = Redis.from_url(options.redis_url)
@@ -331,7 +281,7 @@ async def isolated_redis(options: Options, created: Created) -> AsyncIterator[No
         await client.aclose()
 
 
-async def _claim(client: Redis, options: Options) -> None:
+async def _claim(client: Redis, options: Isolation) -> None:
     size = await client.dbsize()
     if size and not options.flush:
         raise BenchError(
@@ -378,25 +328,8 @@ def _queue_keys(queue: str) -> list[str]:
 # -- the database -----------------------------------------------------------------------------
 
 
-def migrate(database_url: str) -> None:
-    """`alembic upgrade head` on `database_url` (blocking: run it in a thread)."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
-
-
-async def _execute(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @asynccontextmanager
-async def isolated_database(options: Options, created: Created) -> AsyncIterator[str]:
+async def isolated_database(options: Isolation, created: Created) -> AsyncIterator[str]:
     """A migrated database URL for this run; dropped (or cleared of our rows) at the end."""
     if options.use_database is not None:
         url = _settings(options.redis_url, options.use_database).database_url
@@ -404,32 +337,9 @@ async def isolated_database(options: Options, created: Created) -> AsyncIterator
             yield url
         finally:
             await _delete_created_rows(url, created)
-    elif options.database_url == "sqlite":
-        directory = tempfile.mkdtemp(prefix="vkp_bench_")
-        try:
-            url = f"sqlite+aiosqlite:///{directory}/bench.db"
-            await asyncio.to_thread(migrate, url)
-            yield url
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
     else:
-        try:
-            server = make_url(options.database_url)
-        except ArgumentError:
-            raise BenchError(f"--database-url: not a URL: {options.database_url!r}") from None
-        if not server.drivername.startswith("postgres"):
-            raise BenchError("--database-url: give a PostgreSQL server URL or 'sqlite'")
-        admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-        name = f"vkp_bench_{uuid.uuid4().hex[:10]}"
-        await _execute(admin_dsn, f'CREATE DATABASE "{name}"')
-        try:
-            url = server.set(drivername="postgresql+asyncpg", database=name).render_as_string(
-                hide_password=False
-            )
-            await asyncio.to_thread(migrate, url)
+        async with fresh_database(options.database_url) as url:
             yield url
-        finally:
-            await _execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _delete_created_rows(url: str, created: Created) -> None:
@@ -995,41 +905,16 @@ def format_table(rows: Sequence[Row]) -> str:
         )
         for row in rows
     ]
-    widths = [
-        max(len(header), *(len(line[index]) for line in cells))
-        for index, header in enumerate(TABLE_HEADERS)
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        return " | ".join(
-            value.ljust(width) if index == 0 else value.rjust(width)
-            for index, (value, width) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    rule = "-+-".join("-" * width for width in widths)
-    return "\n".join([line(TABLE_HEADERS), rule, *(line(values) for values in cells)])
+    return text_table(TABLE_HEADERS, cells, right=range(1, len(TABLE_HEADERS)))
 
 
 def describe(options: Options) -> str:
-    if options.use_database is not None:
-        database = "the given database (--use-database)"
-    elif options.database_url == "sqlite":
-        database = "a temporary SQLite file"
-    else:
-        database = "a fresh PostgreSQL database"
     return (
         f"{options.jobs} throughput jobs, {options.round_trips} round trips"
         f"{' (random start in the poll cycle)' if options.jitter else ''}, "
         f"max_jobs={options.max_jobs}, client poll {options.client_poll * 1000:g} ms; "
-        f"Redis {_redacted(options.redis_url)}, {database}"
+        f"{describe_isolation(options)}"
     )
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 async def _run_stoppable(options: Options) -> list[Row]:
@@ -1048,22 +933,9 @@ async def _run_stoppable(options: Options) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    note(f"bench: {describe(options)}")
-    try:
-        rows = asyncio.run(_run_stoppable(options))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        note("bench: interrupted")
-        return 130
-    except (
-        BenchError,
-        OSError,
-        RedisError,
-        asyncpg.PostgresError,
-        SQLAlchemyError,
-        httpx.HTTPError,
-    ) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
+    rows = run_main(describe(options), _run_stoppable(options), RedisError, httpx.HTTPError)
+    if isinstance(rows, Failed):
+        return rows.exit_code
     print(describe(options))
     print()
     print(format_table(rows))

@@ -59,28 +59,29 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from bench.queue import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_REDIS_URL,
+from bench._common import (
     BenchError,
+    Failed,
+    add_isolation_arguments,
+    describe_isolation,
+    int_from,
+    note,
+    number_in,
+    positive_int,
+    run_main,
+    text_table,
+)
+from bench.queue import (
     Created,
     WorkerRun,
-    _positive_int,
-    _redacted,
     _settings,
     isolated_database,
     isolated_redis,
-    note,
     running_worker,
-)
-from bench.queue import (
-    Options as QueueOptions,
 )
 from src.arq.config import ArqSettings
 from src.arq.pool import create_redis
@@ -129,41 +130,18 @@ class Options:
     use_database: str | None
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+_count = int_from(0, "must not be negative")
 
 
 def _posts(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > MAX_POSTS:
         raise argparse.ArgumentTypeError(f"at most {MAX_POSTS} (the task's limit), got {value}")
     return value
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1000] requests/s, got {text}")
-    return value
-
-
-def _latency(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 5:
-        raise argparse.ArgumentTypeError(f"must be in [0, 5] seconds, got {text}")
-    return value
+_rate = number_in(0, 1000, unit="requests/s", low_open=True)
+_latency = number_in(0, 5, unit="seconds")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -203,33 +181,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="seconds the fake server waits before answering each execute, as VK takes to run "
         "one (0)",
     )
-    parser.add_argument(
-        "--redis-url",
-        default=DEFAULT_REDIS_URL,
-        help=f"a Redis database for the benchmark alone ({DEFAULT_REDIS_URL})",
-    )
-    redis_mode = parser.add_mutually_exclusive_group()
-    redis_mode.add_argument(
-        "--flush", action="store_true", help="empty the Redis database first if it holds keys"
-    )
-    redis_mode.add_argument(
-        "--shared-redis",
-        action="store_true",
-        help="use the Redis database as it is (no emptiness check); delete only the "
-        "benchmark's own keys at the end instead of flushing it",
-    )
-    database = parser.add_mutually_exclusive_group()
-    database.add_argument(
-        "--database-url",
-        default=DEFAULT_DATABASE_URL,
-        help="a PostgreSQL server URL (a fresh database is created there and dropped after), "
-        f"or 'sqlite' for a temporary SQLite file ({DEFAULT_DATABASE_URL})",
-    )
-    database.add_argument(
-        "--use-database",
-        metavar="URL",
-        help="use this already-migrated database; only the benchmark's rows are deleted after",
-    )
+    add_isolation_arguments(parser)
     args = parser.parse_args(argv)
     return Options(
         posts=args.posts,
@@ -449,33 +401,13 @@ async def run(options: Options) -> Result:
     """Set up the isolated Redis database and database, ingest once, clean up."""
     bench = Run()
     async with AsyncExitStack() as stack:
-        isolation = _isolation(options)
-        await stack.enter_async_context(isolated_redis(isolation, bench.created))
-        database_url = await stack.enter_async_context(isolated_database(isolation, bench.created))
+        await stack.enter_async_context(isolated_redis(options, bench.created))
+        database_url = await stack.enter_async_context(isolated_database(options, bench.created))
         settings = _settings(options.redis_url, database_url)
         await stack.enter_async_context(_own_redis_keys(settings.redis_url, bench))
         await stack.enter_async_context(_own_rows(settings.database_url, options, bench))
         result = await ingest(options, settings, bench)
     return result
-
-
-def _isolation(options: Options) -> QueueOptions:
-    """`bench.queue`'s options for its isolation helpers, which read only the Redis and
-    database ones."""
-    return QueueOptions(
-        jobs=1,
-        round_trips=1,
-        poll_delays=(1.0,),
-        variants=(),
-        max_jobs=1,
-        client_poll=1.0,
-        jitter=False,
-        redis_url=options.redis_url,
-        flush=options.flush,
-        shared_redis=options.shared_redis,
-        database_url=options.database_url,
-        use_database=options.use_database,
-    )
 
 
 @asynccontextmanager
@@ -660,22 +592,6 @@ async def _stored_comments(sessionmaker: Any, community_id: int) -> int:
 # -- output -----------------------------------------------------------------------------------
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, numbers: bool = True) -> str:
-    """A text table; with `numbers` every column but the first is aligned right."""
-    widths = [
-        max(len(header), *(len(row[index]) for row in rows)) for index, header in enumerate(headers)
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        return " | ".join(
-            value.rjust(width) if numbers and index else value.ljust(width)
-            for index, (value, width) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    rule = "-+-".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
-
-
 def format_table(result: Result) -> str:
     batch, rps = result.vk.execute_batch, result.limit
     errors = f"{result.rate_errors} answered error {RATE_ERROR}"
@@ -711,7 +627,7 @@ def format_table(result: Result) -> str:
             f"{100 * result.top_level_per_second / result.ceiling:.0f} % (top-level)",
         ),
     ]
-    return _table(("metric", "value"), rows, numbers=False)
+    return text_table(("metric", "value"), rows, right=())
 
 
 def format_profile(result: Result) -> str:
@@ -773,7 +689,8 @@ def format_profile(result: Result) -> str:
         ),
         ("wall time", f"{wall:.2f}", "100 %", "", ""),
     ]
-    return _table(("where the time went", "s", "share", "calls", "median / max ms"), rows)
+    headers = ("where the time went", "s", "share", "calls", "median / max ms")
+    return text_table(headers, rows, right=range(1, len(headers)))
 
 
 def describe_vk(vk: VKSettings) -> str:
@@ -785,31 +702,19 @@ def describe_vk(vk: VKSettings) -> str:
 
 
 def describe(options: Options) -> str:
-    if options.use_database is not None:
-        database = "the given database (--use-database)"
-    elif options.database_url == "sqlite":
-        database = "a temporary SQLite file"
-    else:
-        database = "a fresh PostgreSQL database"
     return (
         f"{options.posts} posts x {options.comments_per_post} comments x "
         f"{options.replies} replies each; fake VK limit {options.rps:g} requests/s per token"
         f"{f', {options.latency:g} s per execute' if options.latency else ''}; "
-        f"Redis {_redacted(options.redis_url)}, {database}"
+        f"{describe_isolation(options)}"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    note(f"bench: {describe(options)}")
-    try:
-        result = asyncio.run(run(options))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        note("bench: interrupted")
-        return 130
-    except (BenchError, OSError, RedisError, asyncpg.PostgresError, SQLAlchemyError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
+    result = run_main(describe(options), run(options), RedisError)
+    if isinstance(result, Failed):
+        return result.exit_code
     print(describe(options))
     print(describe_vk(result.vk))
     print()

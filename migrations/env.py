@@ -9,10 +9,11 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import src.arq.models  # noqa: F401  (registers the tables)
-from src.admin import models as _admin_models  # noqa: F401
 from src.comments import models as _comments_models  # noqa: F401  (registers the tables)
 from src.config import get_settings
 from src.database import Base, create_engine
+from src.maintenance import models as _maintenance_models  # noqa: F401
+from src.reports import models as _reports_models  # noqa: F401
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

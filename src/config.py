@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from functools import lru_cache
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,9 +33,15 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = DEFAULT_SQLITE_URL
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `json`: one JSON object per line, with the request and job ids (see `src.logs`).
+    log_format: Literal["text", "json"] = "text"
     # Connection and command timeouts, so a dead Redis or database gives a 503, never a hang.
     redis_timeout: float = 3.0
     database_timeout: float = 5.0
+    # Database connections one process keeps open, and how many more it may open under load
+    # (those are closed again when returned: a new connection costs a few round trips).
+    database_pool_size: int = Field(20, ge=1, le=1000)
+    database_max_overflow: int = Field(10, ge=0, le=1000)
     # Read and counted before the app parses anything: a larger body is a 413, however it is sent.
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, le=1 << 30, description="largest request body the API reads, in bytes"
@@ -68,17 +75,12 @@ class Settings(BaseSettings):
         return value
 
 
-def configure_logging(level: str) -> None:
-    """Send the app's own log records (`src.*`) to stderr at `level`."""
-    import logging
+def configure_logging(level: str, log_format: Literal["text", "json"] = "text") -> None:
+    """Send the app's log records (`src.*`) and ARQ's to stderr at `level`, as text or JSON
+    lines carrying the request and job ids (`src.logs`)."""
+    from src.logs import configure
 
-    app_logger = logging.getLogger("src")
-    app_logger.setLevel(level)
-    if not app_logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        app_logger.addHandler(handler)
-        app_logger.propagate = False
+    configure(level, log_format)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -103,3 +105,14 @@ def load(settings_cls: type[SettingsT]) -> SettingsT:
 def get_settings() -> Settings:
     """The process-wide app settings."""
     return load(Settings)
+
+
+def split_list(value: Any) -> Any:
+    """A list setting from the environment: a JSON list or a comma-separated string (empty
+    items dropped); anything else as it is (a field validator's `mode="before"` helper)."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            return json.loads(stripped)
+        return [item for item in (part.strip() for part in stripped.split(",")) if item]
+    return value

@@ -52,8 +52,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
-    """An engine whose connects and queries fail within `timeout` instead of hanging."""
+def create_engine(
+    url: str, *, timeout: float = 5.0, pool_size: int = 20, max_overflow: int = 10
+) -> AsyncEngine:
+    """An engine whose connects and queries fail within `timeout` instead of hanging, keeping
+    `pool_size` connections open (and up to `max_overflow` more under load)."""
     # hide_parameters: statement errors must not log job arguments or results (they may be secret).
     # No pre-ping (it costs two round trips per checkout): a connection that died with its server
     # fails one statement, after which SQLAlchemy invalidates the pool and reconnects.
@@ -64,6 +67,8 @@ def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
     else:
         kwargs["connect_args"] = {"timeout": timeout, "command_timeout": max(timeout, 30.0)}
         kwargs["pool_timeout"] = timeout
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = max_overflow
     return create_async_engine(url, **kwargs)
 
 

@@ -45,17 +45,21 @@ class RequestGuard:
         *,
         max_body_bytes: int,
         public_paths: frozenset[str] = PUBLIC_PATHS,
+        public_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.public_paths = public_paths
+        # Paths under these check their callers themselves (the dashboard: its session cookie).
+        self.public_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         try:
-            if _route_path(scope) not in self.public_paths:
+            path = _route_path(scope)
+            if path not in self.public_paths and not path.startswith(self.public_prefixes):
                 await _authenticate(scope)
             declared = _content_length(scope)
             if declared is not None and declared > self.max_body_bytes:

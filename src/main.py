@@ -26,10 +26,19 @@ from src.auth.config import DEVELOPMENT_API_KEY, AuthSettings
 from src.auth.service import Authenticator
 from src.comments.router import router as comments_router
 from src.config import Settings, configure_logging, get_settings, load
+from src.dashboard.config import DashboardSettings
+from src.dashboard.router import install as install_dashboard
+from src.dashboard.signin import PREFIX as DASHBOARD_PREFIX
 from src.database import create_engine, create_sessionmaker
 from src.exceptions import AppError, error_body
-from src.http_limits import RequestGuard
+from src.http_limits import PUBLIC_PATHS, RequestGuard
+from src.maintenance.router import router as maintenance_router
+from src.monitoring.config import MetricsSettings
+from src.monitoring.http import HttpMetrics
+from src.monitoring.router import router as monitoring_router
 from src.openapi import install as install_openapi
+from src.reports.router import router as reports_router
+from src.request_log import RequestIdMiddleware, request_id_header
 
 logger = logging.getLogger("src.main")
 
@@ -40,6 +49,8 @@ def create_app(
     arq_settings: ArqSettings | None = None,
     auth_settings: AuthSettings | None = None,
     registry: TaskRegistry | None = None,
+    metrics_settings: MetricsSettings | None = None,
+    dashboard_settings: DashboardSettings | None = None,
 ) -> FastAPI:
     """Build the app; every setting comes from the environment unless given."""
     settings = settings or get_settings()
@@ -48,11 +59,16 @@ def create_app(
     # Refuse to start in production with the development key (a ConfigError naming API_KEYS).
     auth_settings.check_environment(settings.environment)
     registry = registry or default_registry
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, timeout=settings.database_timeout)
+        engine = create_engine(
+            settings.database_url,
+            timeout=settings.database_timeout,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
         redis = create_redis(
             settings.redis_url,
             queue_name=arq_settings.queue_name,
@@ -93,11 +109,33 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(build_router(registry, batch_limit=arq_settings.batch_limit))
+    # Before the comments router: its `/{comment_ref}` would match `/reports` and `/stats`.
+    app.include_router(reports_router)
+    app.include_router(maintenance_router)
     app.include_router(comments_router)
+    app.include_router(monitoring_router)
+    # The web dashboard checks its own callers (a session cookie), not the API's headers.
+    dashboard = install_dashboard(
+        app,
+        dashboard_settings or load(DashboardSettings),
+        keys=auth_settings.keys(),
+        environment=settings.environment,
+    )
+    app.state.metrics_settings = metrics_settings or load(MetricsSettings)
     install_openapi(app, registry, batch_limit=arq_settings.batch_max_jobs)
     _add_error_handlers(app)
     # 401 before the body is read, then 413 while it is read: before FastAPI parses it.
-    app.add_middleware(RequestGuard, max_body_bytes=settings.api_max_body_bytes)
+    # `/metrics` checks its own callers: an allow-listed network needs no credential.
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.api_max_body_bytes,
+        public_paths=PUBLIC_PATHS | {"/metrics"} | ({DASHBOARD_PREFIX} if dashboard else set()),
+        public_prefixes=(f"{DASHBOARD_PREFIX}/",) if dashboard else (),
+    )
+    # Around the guard: every answer is counted, those of the guard included.
+    app.add_middleware(HttpMetrics, routes=app.routes)
+    # Outside them all: every answer carries its X-Request-ID and has its access line.
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
@@ -169,7 +207,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(
-            status_code=500, content=error_body("InternalError", "an unexpected error occurred")
+            status_code=500,
+            content=error_body("InternalError", "an unexpected error occurred"),
+            headers=request_id_header(),
         )
 
 

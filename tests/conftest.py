@@ -33,8 +33,9 @@ from src.arq.service import ArqService
 from src.arq.worker import JobWorker, worker_options
 from src.auth.config import AuthSettings
 from src.config import Environment, Settings
+from src.dashboard.config import DashboardSettings
 from src.database import create_engine, create_sessionmaker
-from src.main import create_app
+from tests.servers import started_app
 from tests.tasks import registry as test_tasks_registry
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -227,7 +228,7 @@ def registry() -> TaskRegistry:
 async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = create_engine(settings.database_url)
     async with engine.begin() as conn:
-        await conn.exec_driver_sql("TRUNCATE arq_jobs")
+        await conn.exec_driver_sql("TRUNCATE arq_jobs, arq_job_dependencies")
     yield create_sessionmaker(engine)
     await engine.dispose()
 
@@ -252,20 +253,28 @@ def service(
 
 
 @pytest.fixture
+def dashboard_settings() -> DashboardSettings | None:
+    """The `app` fixture's dashboard settings: None, from the environment (the dashboard tests
+    give their own)."""
+    return None
+
+
+@pytest.fixture
 async def app(
     settings: Settings,
     arq_settings: ArqSettings,
     auth_settings: AuthSettings,
     registry: TaskRegistry,
     sessionmaker: async_sessionmaker[AsyncSession],
+    dashboard_settings: DashboardSettings | None,
 ) -> AsyncIterator[Any]:
-    application = create_app(
+    async with started_app(
         settings=settings,
         arq_settings=arq_settings,
         auth_settings=auth_settings,
         registry=registry,
-    )
-    async with application.router.lifespan_context(application):
+        dashboard_settings=dashboard_settings,
+    ) as application:
         yield application
 
 
@@ -277,8 +286,7 @@ async def client_for(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.A
         AuthSettings(_env_file=None, api_keys=API_KEYS_SETTING),
     )
     kwargs.setdefault("registry", test_tasks_registry)
-    application = create_app(settings=settings, **kwargs)
-    async with application.router.lifespan_context(application):
+    async with started_app(settings=settings, **kwargs) as application:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http

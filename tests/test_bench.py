@@ -18,8 +18,8 @@ VARIANTS = {"plain arq", "module, features off", "module API", "module HTTP"}
 WORKER_CLASSES = {
     "plain arq": "arq.worker.Worker",
     "module, features off": "arq.worker.Worker",
-    "module API": "src.arq.worker.JobWorker",
-    "module HTTP": "src.arq.worker.JobWorker",
+    "module API": "src.arq.job_worker.JobWorker",
+    "module HTTP": "src.arq.job_worker.JobWorker",
 }
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos import Options, Run, check_runs, format_table, main, run
+from bench.chaos import (
+    Options,
+    Run,
+    check_runs,
+    ending_died_with_worker,
+    format_table,
+    main,
+    run,
+)
 from tests.conftest import TEST_DATABASE_URL
 
 
@@ -60,6 +68,14 @@ def test_the_run_checks_catch_overlaps_and_runs_after_the_ending() -> None:
     # A run that never ended in a worker that was not killed.
     lost = [Run("j", 1, 100, 1.0)]
     assert "never ended" in " ".join(check_runs("j", lost, row, {}, {100: 30.0}))
+
+
+def test_out_of_tries_is_excused_only_by_a_kill_right_after_the_ending() -> None:
+    ended = [Run("j", 3, 100, 1.0, 1.5, "retry"), Run("j", 4, 100, 2.0, 2.1, "ok")]
+    assert ending_died_with_worker(ended, {100: 2.5})  # died before storing the ending
+    assert not ending_died_with_worker(ended, {100: 9.0})  # long after: stored
+    assert not ending_died_with_worker(ended, {})  # never killed
+    assert not ending_died_with_worker([Run("j", 3, 100, 1.0, 1.5, "retry")], {100: 1.6})
 
 
 def test_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,14 @@ from src.arq.config import ArqSettings
 from src.auth.config import AuthSettings
 from src.auth.schemas import Role
 from src.config import DEFAULT_SQLITE_URL, ConfigError, Environment, Settings, load
+from src.maintenance.config import MaintenanceSettings
 
-SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (Settings, ArqSettings, AuthSettings)
+SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
+    Settings,
+    ArqSettings,
+    MaintenanceSettings,
+    AuthSettings,
+)
 
 
 def env_names(settings_cls: type[BaseSettings]) -> list[str]:
@@ -59,12 +65,14 @@ def test_env_example_documents_the_actual_arq_defaults() -> None:
         for line in example.read_text().splitlines()
         if line.startswith("ARQ_") and "=" in line
     )
-    arq = load(ArqSettings)
+    # The schedules' switches share the ARQ_ prefix but are the maintenance package's settings.
+    arq, maintenance = load(ArqSettings), load(MaintenanceSettings)
     assert documented, ".env.example documents no ARQ_ setting"
     for name, value in documented.items():
         field = name.removeprefix("ARQ_").lower()
-        assert field in ArqSettings.model_fields, f"{name} is not a setting"
-        actual = getattr(arq, field)
+        owner = arq if field in ArqSettings.model_fields else maintenance
+        assert field in type(owner).model_fields, f"{name} is not a setting"
+        actual = getattr(owner, field)
         if isinstance(actual, bool):
             assert value.lower() == str(actual).lower(), name
         elif isinstance(actual, int | float):
@@ -303,7 +311,7 @@ def test_cleanup_retention_is_read_under_both_names(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(name, "90")
-    assert load(ArqSettings).cleanup_retention_days == 90
+    assert load(MaintenanceSettings).cleanup_retention_days == 90
     monkeypatch.setenv(name, "0")
     with pytest.raises(ConfigError, match="CLEANUP_RETENTION_DAYS"):
-        load(ArqSettings)
+        load(MaintenanceSettings)

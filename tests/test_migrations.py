@@ -8,9 +8,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-import src.admin.models
 import src.arq.models
-import src.comments.models  # noqa: F401  (the tables migrations/env.py registers)
+import src.comments.models
+import src.maintenance.models
+import src.reports.models  # noqa: F401  (the tables migrations/env.py registers)
 from src.config import Settings
 from src.database import Base, create_engine
 

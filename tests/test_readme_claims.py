@@ -240,6 +240,12 @@ async def test_one_worker_at_a_time_reconciles(
                 return redis_db.zscore(arq_settings.queue_name, job_id) is not None
 
             await until(restored, timeout=30, what="the lost job back in the queue")
+
+            async def reported() -> bool:
+                # The pass logs once it is over: the restore alone may be seen before that.
+                return any("reconciled the job history" in r.getMessage() for r in caplog.records)
+
+            await until(reported, timeout=30, what="the reconciliation's report")
             lock = cast(bytes | None, redis_db.get(keys.reconcile_lock(arq_settings.queue_name)))
             ids = {worker.ctx["worker_id"] for worker in workers}
         finally:

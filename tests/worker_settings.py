@@ -1,14 +1,9 @@
-"""`arq tests.worker_settings.WorkerSettings`: the app's worker with the test tasks added."""
+"""`arq tests.worker_settings.WorkerSettings`: the app's worker with the test tasks added, built as
+`src.arq.worker.WorkerSettings` is (settings from the environment, uvloop)."""
 
 from __future__ import annotations
 
-from src.arq.config import ArqSettings
-from src.arq.worker import worker_options
-from src.config import Settings, load
+from src.arq.worker import settings_class
 from tests.tasks import registry
 
-WorkerSettings = type(
-    "WorkerSettings",
-    (),
-    worker_options(registry=registry, settings=load(Settings), arq_settings=load(ArqSettings)),
-)
+WorkerSettings = settings_class(registry)

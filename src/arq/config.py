@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.arq.schemas import Priority
@@ -51,21 +51,20 @@ class ArqSettings(BaseSettings):
     reconcile_interval: float = Field(
         30, ge=0.2, le=3600, description="seconds between history/Redis reconciliations"
     )
-    cron_statistics: bool = Field(True, description="recompute community statistics hourly")
-    cron_cleanup: bool = Field(False, description="remove old data nightly (03:00)")
-    cron_backup: bool = Field(True, description="back up the database nightly (02:30, BACKUP_*)")
-    cleanup_retention_days: int = Field(
-        365,
-        ge=1,
-        le=36_500,
-        description="age in days of the data the nightly cleanup removes",
-        # CLEANUP_RETENTION_DAYS, the name the admin docs use, is read too.
-        validation_alias=AliasChoices(
-            "cleanup_retention_days", "ARQ_CLEANUP_RETENTION_DAYS", "CLEANUP_RETENTION_DAYS"
-        ),
-    )
     retry_backoff: float = Field(1.0, gt=0, description="first retry delay in seconds (doubles)")
     retry_backoff_max: float = Field(300, gt=0, description="longest retry delay in seconds")
+    # The start ("→") and finish ("←") line of every run: two lines a job, a share of a worker's
+    # time under load. At DEBUG (with LOG_LEVEL above it) they are neither built nor written;
+    # failures, retries and aborts are logged whatever this says.
+    job_log_level: Literal["INFO", "DEBUG"] = Field(
+        "INFO", description="level of each job's start and finish log lines"
+    )
+    # Off by default: a worker waits out a Redis outage and carries on; liveness comes from
+    # `arq --check` (the health key) and the heartbeat. Set, the worker exits (an error) once
+    # Redis has been unreachable this long, so an orchestrator's restart-on-exit takes over.
+    redis_outage_exit_after: float | None = Field(
+        None, gt=0, le=86_400, description="seconds of Redis outage after which a worker exits"
+    )
 
     @model_validator(mode="after")
     def _check_lease(self) -> Self:
@@ -76,6 +75,12 @@ class ArqSettings(BaseSettings):
                 f"({self.lease} s)"
             )
         return self
+
+    @classmethod
+    def defaults(cls) -> ArqSettings:
+        """The settings' defaults, whatever the environment says (for a worker built without
+        settings: its arguments alone decide how it behaves, as with ARQ's `Worker`)."""
+        return cls.model_construct()
 
     @property
     def batch_max_jobs(self) -> int:
@@ -106,6 +111,18 @@ class ArqSettings(BaseSettings):
         gt=0,
         le=86_400,
         description="seconds a status stream lasts; then the client is told to reconnect",
+    )
+    # -- metrics
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65_535,
+        description="port of the worker's Prometheus metrics (/metrics); off when unset",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="address the worker's metrics port listens on (0.0.0.0 in a container)",
     )
     # -- argument limits
     # Job arguments live in Redis and the job history: bounded, whatever the HTTP body limit.

@@ -13,7 +13,8 @@ from src.arq.service import ArqService
 from src.arq.streams import StreamHub
 
 
-def get_arq_service(request: Request) -> ArqService:
+async def get_arq_service(request: Request) -> ArqService:
+    # async: a plain `def` dependency costs a thread-pool hop on every request
     service: ArqService = request.app.state.arq_service
     return service
 
@@ -21,7 +22,7 @@ def get_arq_service(request: Request) -> ArqService:
 ArqServiceDep = Annotated[ArqService, Depends(get_arq_service)]
 
 
-def get_stream_hub(request: Request) -> StreamHub:
+async def get_stream_hub(request: Request) -> StreamHub:
     hub: StreamHub = request.app.state.stream_hub
     return hub
 
@@ -37,7 +38,7 @@ class Webhook:
     secret: str | None = None
 
 
-def get_webhook(
+async def get_webhook(
     x_notify_url: Annotated[
         str | None,
         Header(

@@ -90,13 +90,16 @@ class RetryLater(Exception):
 
     `raise RetryLater("VK answered 'too many requests'")` waits `ARQ_RETRY_BACKOFF` seconds,
     doubling each try up to `ARQ_RETRY_BACKOFF_MAX`, with jitter; `defer=` overrides the wait.
-    Past the job's tries it fails with `GaveUp` and the reason.
+    Past the job's tries it fails with `GaveUp` and the reason. `keep_try=True`: the run did
+    not count (a service the job needs is known to be down, say: its circuit breaker is open),
+    so it runs again without spending one of its tries; give `defer`, the wait.
     """
 
-    def __init__(self, reason: str, *, defer: float | None = None) -> None:
+    def __init__(self, reason: str, *, defer: float | None = None, keep_try: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.defer = defer
+        self.keep_try = keep_try
 
 
 class GaveUp(Exception):

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, Table, and_, bindparam, delete, func, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from src.arq.history_dependencies import forget_dependencies
 from src.arq.models import JobRecord
 from src.arq.outcome import Outcome
 from src.arq.schemas import FINISHED_STATUSES, JobStatus
@@ -32,21 +50,35 @@ async def existing_ids(session: AsyncSession, job_ids: Iterable[str]) -> dict[st
     return {job_id: owner for job_id, owner in rows}
 
 
+_JOBS: Table = JobRecord.__table__  # type: ignore[assignment]
+# One statement per dialect, its SQL compiled once (rows go as parameters, in batches).
+_INSERT_NEW = {
+    name: insert(_JOBS).on_conflict_do_nothing(index_elements=["job_id"]).returning(_JOBS.c.job_id)
+    for name, insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+
+
 async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert the jobs whose ids are free, in one statement; the ids inserted."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(JobRecord)
-        .values(list(rows))
-        .on_conflict_do_nothing(index_elements=[JobRecord.job_id])
-        .returning(JobRecord.job_id)
-    )
-    return set((await session.scalars(statement)).all())
+    """Insert the jobs whose ids are free; the ids inserted. Every row has the same keys."""
+    if not rows:
+        return set()
+    statement = _INSERT_NEW[session.get_bind().dialect.name]
+    return set((await session.execute(statement, list(rows))).scalars().all())
 
 
 async def remove(session: AsyncSession, job_ids: Iterable[str]) -> None:
-    await session.execute(delete(JobRecord).where(JobRecord.job_id.in_(list(job_ids))))
+    ids = list(job_ids)
+    await forget_dependencies(session, ids)
+    await session.execute(delete(JobRecord).where(JobRecord.job_id.in_(ids)))
+
+
+def _job_id_in(session: AsyncSession, values: Sequence[str]) -> ColumnElement[bool]:
+    """The job's id is one of `values`. On PostgreSQL `= ANY(array)`: one statement however many
+    values (an expanding IN is a new statement, compiled and prepared, for each list length;
+    the workers' batches vary from 1 to 2 000 ids)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return JobRecord.job_id == any_(bindparam("ids", list(values), type_=ARRAY(String)))
+    return JobRecord.job_id.in_(list(values))
 
 
 _FINISHED_VALUES = [s.value for s in FINISHED_STATUSES]
@@ -65,8 +97,10 @@ async def mark_finished(
     started_at: datetime | None = None,
     result: Any = None,
     error: dict[str, str] | None = None,
+    only_while: JobStatus | None = None,
 ) -> bool:
-    """Record the end of a job once; a finished job is never rewritten. True if this call did it."""
+    """Record the end of a job once; a finished job is never rewritten (nor, with `only_while`,
+    one whose status is another). True if this call did it."""
     values: dict[str, Any] = {
         "status": status.value,
         "finished_at": at,
@@ -81,8 +115,9 @@ async def mark_finished(
         values["tries"] = tries
     if started_at is not None:
         values["started_at"] = started_at  # ARQ's own start time is the exact one
+    condition = _NOT_FINISHED if only_while is None else JobRecord.status == only_while.value
     outcome = await session.execute(
-        update(JobRecord).where(JobRecord.job_id == job_id, _NOT_FINISHED).values(**values)
+        update(JobRecord).where(JobRecord.job_id == job_id, condition).values(**values)
     )
     return bool(getattr(outcome, "rowcount", 0))
 
@@ -113,9 +148,10 @@ async def page(
     function: str | None,
     limit: int,
     offset: int,
+    since: datetime | None = None,
 ) -> tuple[list[JobRecord], int]:
-    """Jobs newest first, with the total matching the filters."""
-    conditions = []
+    """Jobs newest first (enqueued from `since` on, if given), with the total matching."""
+    conditions = [] if since is None else [JobRecord.enqueued_at >= since]
     if owner is not None:
         conditions.append(JobRecord.owner == owner)
     if status is not None:
@@ -154,10 +190,16 @@ async def finished_since(session: AsyncSession, since: datetime) -> dict[JobStat
 async def active_page(
     session: AsyncSession, *, after: str, limit: int, enqueued_before: datetime
 ) -> list[JobRecord]:
-    """Not-finished jobs, by id, for walking the whole set in pages."""
+    """Not-finished jobs that belong in Redis (not those waiting for dependencies), by id, for
+    walking the whole set in pages."""
     rows = await session.scalars(
         select(JobRecord)
-        .where(_NOT_FINISHED, JobRecord.enqueued_at < enqueued_before, JobRecord.job_id > after)
+        .where(
+            _NOT_FINISHED,
+            JobRecord.status != JobStatus.WAITING.value,
+            JobRecord.enqueued_at < enqueued_before,
+            JobRecord.job_id > after,
+        )
         .order_by(JobRecord.job_id)
         .limit(limit)
     )
@@ -165,14 +207,20 @@ async def active_page(
 
 
 async def requeue(
-    session: AsyncSession, job_id: str, *, at: datetime, attempt: dict[str, Any]
+    session: AsyncSession,
+    job_id: str,
+    *,
+    at: datetime,
+    attempt: dict[str, Any],
+    status: JobStatus = JobStatus.QUEUED,
 ) -> bool:
-    """Put a finished job back in line as a new round, keeping the last round in `attempts`."""
+    """Put a finished job back in line (`status`: queued, or waiting for its dependencies) as a
+    new round, keeping the last round in `attempts`."""
     record = await session.get(JobRecord, job_id, with_for_update=True, populate_existing=True)
     if record is None or record.status not in (JobStatus.FAILED.value, JobStatus.ABORTED.value):
         return False
     record.attempts = [*(record.attempts or []), attempt]
-    record.status = JobStatus.QUEUED.value
+    record.status = status.value
     record.tries = 0
     record.progress = 0
     record.message = None
@@ -196,7 +244,7 @@ async def set_message(session: AsyncSession, job_id: str, message: str) -> None:
 
 # -- batched writes of the workers (one statement for many jobs) ------------------------------
 
-_jobs: Table = JobRecord.__table__  # type: ignore[assignment]
+_jobs = _JOBS
 # Spelled out rather than NOT IN: executemany() refuses expanding IN parameters.
 _STILL_OPEN = and_(*(_jobs.c.status != value for value in _FINISHED_VALUES))
 
@@ -235,17 +283,67 @@ def finished_row(job_id: str, outcome: Outcome) -> dict[str, Any]:
     }
 
 
+# PostgreSQL: every ending of a batch in ONE statement (an executemany is a statement per row,
+# and each fires the statistics' statement trigger). Values as in the executemany below: a
+# complete job's progress 100, another's message cleared, tries and start time kept if not given,
+# a None result or error stored as JSON null (as the JSON type binds it).
+_FINISH_MANY = text(
+    """
+    UPDATE arq_jobs AS j SET
+        status = v.status,
+        finished_at = v.at,
+        tries = COALESCE(v.tries, j.tries),
+        started_at = COALESCE(v.started, j.started_at),
+        result = CAST(v.result AS jsonb),
+        error = CAST(v.error AS jsonb),
+        progress = CASE WHEN v.status = 'complete' THEN 100 ELSE j.progress END,
+        message = CASE WHEN v.status = 'complete' THEN j.message ELSE NULL END
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:ats AS timestamptz[]),
+        CAST(:tries AS integer[]), CAST(:starteds AS timestamptz[]),
+        CAST(:results AS text[]), CAST(:errors AS text[])
+    ) AS v(job_id, status, at, tries, started, result, error)
+    WHERE j.job_id = v.job_id AND j.status NOT IN ('complete', 'failed', 'aborted')
+    """
+)
+
+
+def _finish_arrays(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    def utc(value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    return {
+        "ids": [row["b_id"] for row in rows],
+        "statuses": [row["b_status"] for row in rows],
+        "ats": [utc(row["b_at"]) for row in rows],
+        "tries": [row["b_tries"] for row in rows],
+        "starteds": [utc(row["b_started"]) for row in rows],
+        "results": [json.dumps(row["b_result"]) for row in rows],
+        "errors": [json.dumps(row["b_error"]) for row in rows],
+    }
+
+
 async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[str]:
     """Rows of `{b_id, b_status, b_at, b_tries, b_started, b_result, b_error}`; the ids whose
     ending this call recorded (a job already finished on record is left alone)."""
     if not rows:
         return []
     ids = [row["b_id"] for row in rows]
-    already = set(
+    # The open rows, locked (in one order, against deadlocks) until the commit: a concurrent
+    # recorder of the same ending (a status read, the reconciliation) waits, then finds the job
+    # finished, so each ending is recorded, and reported as recorded, exactly once.
+    still_open = set(
         await session.scalars(
-            select(JobRecord.job_id).where(JobRecord.job_id.in_(ids), ~_NOT_FINISHED)
+            select(JobRecord.job_id)
+            .where(_job_id_in(session, ids), _NOT_FINISHED)
+            .order_by(JobRecord.job_id)
+            .with_for_update()
         )
     )
+    rows = [row for row in rows if row["b_id"] in still_open]
+    if rows and session.get_bind().dialect.name == "postgresql":
+        await session.execute(_FINISH_MANY, _finish_arrays(rows))
+        return [job_id for job_id in ids if job_id in still_open]
     complete = [row for row in rows if row["b_status"] == JobStatus.COMPLETE.value]
     other = [row for row in rows if row["b_status"] != JobStatus.COMPLETE.value]
     values: dict[str, Any] = {
@@ -265,7 +363,7 @@ async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any
     if other:
         # A failed or aborted job keeps no "try 2 of 3 failed, retrying" note.
         await connection.execute(update(_jobs).where(*where).values(**values, message=None), other)
-    return [job_id for job_id in ids if job_id not in already]
+    return [job_id for job_id in ids if job_id in still_open]
 
 
 async def mark_waiting_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -273,22 +371,47 @@ async def mark_waiting_many(session: AsyncSession, rows: Sequence[dict[str, Any]
     await _mark_open_many(session, rows, status=JobStatus.RETRYING, at_column="scheduled_for")
 
 
-async def abort_and_priority(
-    session: AsyncSession, job_ids: Sequence[str]
-) -> dict[str, tuple[str | None, str, bool]]:
-    """Who asked to abort each job (if anyone), its priority, and whether it wants a
-    completion webhook it has not had yet."""
+def owes_webhook(record: JobRecord) -> bool:
+    """The job asked for a completion webhook that is not queued yet."""
+    return record.notify_url is not None and record.notification_job_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFacts:
+    """What a worker needs of a job's row to record its start or ending and announce it."""
+
+    function: str
+    owner: str
+    priority: str
+    aborted_by: str | None
+    # It asked for a completion webhook that it has not had yet.
+    notify: bool
+    # When it was due: queued, or its deferral (or retry delay) ended.
+    due_at: datetime
+
+
+async def job_facts(session: AsyncSession, job_ids: Sequence[str]) -> dict[str, JobFacts]:
+    """`JobFacts` of each of `job_ids` that has a row."""
     if not job_ids:
         return {}
     rows = await session.execute(
         select(
             JobRecord.job_id,
-            JobRecord.abort_requested_by,
+            JobRecord.function,
+            JobRecord.owner,
             JobRecord.priority,
+            JobRecord.abort_requested_by,
             _NOTIFY_PENDING,
-        ).where(JobRecord.job_id.in_(list(job_ids)))
+            JobRecord.enqueued_at,
+            JobRecord.scheduled_for,
+        ).where(_job_id_in(session, job_ids))
     )
-    return {job_id: (by, priority, bool(notify)) for job_id, by, priority, notify in rows}
+    facts: dict[str, JobFacts] = {}
+    for job_id, function, owner, priority, by, notify, enqueued, scheduled in rows:
+        facts[job_id] = JobFacts(
+            function, owner, priority, by, bool(notify), max(enqueued, scheduled)
+        )
+    return facts
 
 
 # -- completion webhooks ---------------------------------------------------------------------
@@ -309,7 +432,8 @@ async def pending_notifications(
 
 
 async def set_notification_jobs(session: AsyncSession, jobs: dict[str, str]) -> None:
-    """Record `{job id: its send_notification job id}` where none is recorded yet."""
+    """Record `{job id: the id of the follow-up job carrying its completion webhook}` where
+    none is recorded yet."""
     if not jobs:
         return
     statement = (

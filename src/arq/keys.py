@@ -31,6 +31,11 @@ def workers_set(queue_name: str) -> str:
     return f"{MODULE_PREFIX}:workers:{queue_name}"
 
 
+def worker_state(queue_name: str, worker_id: str) -> str:
+    """JSON a live worker stores with each heartbeat (`src.arq.workers`); lapses on its own."""
+    return f"{MODULE_PREFIX}:worker:{queue_name}:{worker_id}"
+
+
 def rate_limit(owner: str, window: int) -> str:
     """Counter of jobs `owner` enqueued in the minute `window`."""
     return f"{MODULE_PREFIX}:rate:{owner}:{window}"

@@ -9,139 +9,47 @@ A deferred job waits at its run time (the score ARQ needs to hold it back); when
 a worker "promotes" it to its priority's place. Until then it runs as a `low` job would, so a
 late promotion never loses a job.
 
-All scripts touch only keys of one job and the module's sets; they assume one Redis (as ARQ does).
+The scripts are in `src.arq.scripts`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.jobs import serialize_job
+from arq.jobs import SerializationError
+from redis.asyncio.client import Pipeline
 
 from src.arq import keys
 from src.arq.config import ArqSettings
 from src.arq.schemas import Priority
+from src.arq.scripts import (
+    ABORT_MAX_AGE_MS,
+    ABORT_SCRIPT,
+    BACK_IN_LINE_SCRIPT,
+    CLAIM_FIELDS,
+    CLAIM_SCRIPT,
+    DROP_CLAIM_SCRIPT,
+    FINISH_SCRIPT,
+    PROMOTE_SCRIPT,
+    PUSH_CHUNK,
+    PUSH_SCRIPT,
+    RETRY_KEY_SECONDS,
+    ScriptCall,
+    run_scripts,
+)
 from src.arq.serialization import serialize
+
+# Published on a job's event channel when it ended (not a `JobEvent`: listeners that read events
+# skip it, those that only wake up, as status streams and `wait_for_result` do, look again).
+WAKE = b"wake"
 
 PRIORITY_LEVEL = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priority.CRITICAL: 3}
 # A job key lives this long past the job's run time (ARQ's default is one day).
 JOB_KEY_TTL_MS = 7 * 86_400_000
-
-# Queue one job unless its id is held (job or result). Clears what an earlier job under the same
-# id may have left: a stale abort mark (arq #485) and the try counter. Fair share: the owner's
-# virtual clock (KEYS[8], field ARGV[7]) says how far their backlog at this priority pushes the
-# job back (never beyond ARGV[10] ms); a deferred job carries that into its promotion offset.
-PUSH_SCRIPT = """
-if redis.call('exists', KEYS[1], KEYS[2]) > 0 then return 0 end
-local now, score, offset = tonumber(ARGV[8]), tonumber(ARGV[3]), tonumber(ARGV[5])
-local step, cap = tonumber(ARGV[9]), tonumber(ARGV[10])
-local penalty = 0
-if step > 0 and ARGV[7] ~= '' then
-  local clock = math.max(tonumber(redis.call('hget', KEYS[8], ARGV[7]) or '0'), now)
-  if clock > now + cap then clock = now + cap end
-  penalty = clock - now
-  redis.call('hset', KEYS[8], ARGV[7], string.format('%.0f', clock + step))
-  -- A clock behind now means nothing: the hash lives only while someone queues.
-  redis.call('pexpire', KEYS[8], cap + step + 60000)
-end
-local deferred = tonumber(ARGV[6]) == 1
-if not deferred then score = score + penalty end
-redis.call('psetex', KEYS[1], ARGV[2], ARGV[1])
-redis.call('zadd', KEYS[3], score, ARGV[4])
-redis.call('zrem', KEYS[4], ARGV[4])
-redis.call('del', KEYS[7])
-if deferred and offset - penalty ~= 0 then
-  redis.call('zadd', KEYS[5], score, ARGV[4])
-  redis.call('hset', KEYS[6], ARGV[4], string.format('%.0f', offset - penalty))
-end
-return 1
-"""
-
-# Claim up to ARGV[2] ready jobs that no worker holds: set their in-progress lease, in score
-# order, skipping held ones. Returns [id, score, id, score, ...].
-CLAIM_SCRIPT = """
-local now, limit, lease, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local batch, max_scan = 200, tonumber(ARGV[5])
-local claimed, found, offset = {}, 0, 0
-while found < limit and offset < max_scan do
-  local ids = redis.call(
-    'zrangebyscore', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', offset, batch)
-  if #ids == 0 then break end
-  for i = 1, #ids, 2 do
-    local key = prefix .. ids[i]
-    if redis.call('exists', key) == 0 then
-      redis.call('psetex', key, lease, '1')
-      claimed[#claimed + 1] = ids[i]
-      claimed[#claimed + 1] = ids[i + 1]
-      found = found + 1
-      if found >= limit then break end
-    end
-  end
-  offset = offset + batch
-end
-return claimed
-"""
-
-# Move deferred jobs whose time has come to their priority's place; return the next run time.
-PROMOTE_SCRIPT = """
-local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, 500)
-for i = 1, #due, 2 do
-  local id, run_at = due[i], tonumber(due[i + 1])
-  local offset = tonumber(redis.call('hget', KEYS[3], id) or '0')
-  local current = redis.call('zscore', KEYS[2], id)
-  if current and tonumber(current) == run_at then
-    redis.call('zadd', KEYS[2], 'XX', run_at - offset, id)
-  end
-  redis.call('zrem', KEYS[1], id)
-  redis.call('hdel', KEYS[3], id)
-end
-local nxt = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')
-if #nxt == 0 then return false end
-return nxt[2]
-"""
-
-# Renew the leases of jobs a worker runs, re-creating any that Redis lost (an empty restart);
-# never once the job has an ending, so a renewal racing the job's end leaves no lease behind.
-RENEW_SCRIPT = """
-local lease, result_prefix, lease_prefix = ARGV[1], ARGV[2], ARGV[3]
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  if redis.call('exists', result_prefix .. id) == 0 then
-    redis.call('psetex', lease_prefix .. id, lease, '1')
-  end
-end
-return 1
-"""
-
-# A job its worker gives back: drop its lease; move it by ARGV[1] ms if it is still stored, else
-# take its bare id out of the queue.
-BACK_IN_LINE_SCRIPT = """
-redis.call('del', KEYS[1])
-if redis.call('exists', KEYS[3]) == 0 then
-  redis.call('zrem', KEYS[2], ARGV[2])
-elseif tonumber(ARGV[1]) ~= 0 then
-  redis.call('zincrby', KEYS[2], ARGV[1], ARGV[2])
-end
-return 1
-"""
-
-# Abort: 1 = a waiting job was taken out of the queue; 0 = it is running and is now marked for
-# cancellation; -1 = it is neither queued nor running. Atomic, so a mark is only ever set while
-# the job runs, and ARQ removes it when the job ends: no stale marks.
-ABORT_SCRIPT = """
-if redis.call('exists', KEYS[1]) == 1 then
-  redis.call('zadd', KEYS[5], ARGV[2], ARGV[1])
-  return 0
-end
-if redis.call('zrem', KEYS[2], ARGV[1]) == 0 then return -1 end
-redis.call('del', KEYS[3], KEYS[4])
-redis.call('zrem', KEYS[6], ARGV[1])
-redis.call('hdel', KEYS[7], ARGV[1])
-return 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +64,20 @@ class QueuedJob:
     enqueued_ms: int
     job_try: int | None = None
     owner: str = ""  # for fair share between owners; "" = not counted
+    request_id: str | None = None  # of the request that queued it: its worker's lines carry it
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job a worker claimed, with what its run needs (read by the claim, as ARQ's run reads
+    it): its stored data (None: gone), its try (counted) and whether it was aborted before its
+    start."""
+
+    job_id: str
+    score: int
+    data: bytes | None
+    job_try: int
+    aborted: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +89,56 @@ class JobState:
     score: float | None
     job_exists: bool
     tries: int
+
+
+def job_payload(job: QueuedJob) -> bytes:
+    """What ARQ stores for a job (the keys of `arq.jobs.serialize_job`), plus its owner,
+    request id, ready time and priority for the log lines of its run (`src.arq.job_logs`,
+    `src.arq.log_masking`); ARQ reads only its own."""
+    data: dict[str, Any] = {
+        "t": job.job_try,
+        "f": job.function,
+        "a": [],
+        "k": job.kwargs,
+        "et": job.enqueued_ms,
+        # Its scores are shifted by its priority: the worker's "delayed=" is measured from these.
+        "ready_ms": job.run_at_ms,
+        "priority": job.priority.value,
+    }
+    if job.owner:
+        data["owner"] = job.owner
+    if job.request_id:
+        data["request_id"] = job.request_id
+    try:
+        return serialize(data)
+    except Exception as exc:
+        raise SerializationError(f"unable to serialize job {job.function!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """What one look at the queue found (`JobQueue.poll`)."""
+
+    next_due: int | None  # when the next deferred job falls due, if any
+    claims: list[Claim]
+    abort_ids: list[str]  # the abort marks, as ARQ's worker reads them on each poll
+
+
+def _publish(channel: str, message: bytes, pipe: Pipeline) -> None:
+    pipe.publish(channel, message)
+
+
+def _claims(raw: list[Any]) -> list[Claim]:
+    return [
+        Claim(
+            job_id=raw[i].decode(),
+            score=int(float(raw[i + 1])),
+            data=raw[i + 2],
+            job_try=int(raw[i + 3]),
+            aborted=bool(raw[i + 4]),
+        )
+        for i in range(0, len(raw), CLAIM_FIELDS)
+    ]
 
 
 class JobQueue:
@@ -190,10 +162,19 @@ class JobQueue:
         self.fair_cap_ms = int(fairness_cap * 1000) if self.fair_step_ms else 0
         self.wake_channel = keys.wake_channel(queue_name)
         self._push = redis.register_script(PUSH_SCRIPT)
+        self._push_keys = [
+            queue_name,
+            keys.abort_jobs_ss,
+            keys.deferred_set(queue_name),
+            keys.priority_offsets(queue_name),
+            keys.fair_clocks(queue_name),
+        ]
         self._claim = redis.register_script(CLAIM_SCRIPT)
         self._promote = redis.register_script(PROMOTE_SCRIPT)
         self._abort = redis.register_script(ABORT_SCRIPT)
         self._back_in_line = redis.register_script(BACK_IN_LINE_SCRIPT)
+        self._drop_claim = redis.register_script(DROP_CLAIM_SCRIPT)
+        self._finish = redis.register_script(FINISH_SCRIPT)
 
     @classmethod
     def for_settings(cls, redis: ArqRedis, settings: ArqSettings) -> JobQueue:
@@ -220,45 +201,34 @@ class JobQueue:
         self, jobs: Sequence[QueuedJob], *, now_ms: int, wake: bool = True
     ) -> list[bool]:
         """Queue jobs in one round trip; False for an id Redis still holds."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for index, job in enumerate(jobs):
-                payload = serialize_job(
-                    job.function, (), job.kwargs, job.job_try, job.enqueued_ms, serializer=serialize
-                )
-                deferred = job.run_at_ms > now_ms
+        calls: list[ScriptCall] = []
+        for first in range(0, len(jobs), PUSH_CHUNK):
+            args: list[Any] = [
+                keys.job_key_prefix,
+                keys.result_key_prefix,
+                keys.retry_key_prefix,
+                now_ms,
+                self.fair_step_ms,
+                self.fair_cap_ms,
+            ]
+            for index in range(first, min(first + PUSH_CHUNK, len(jobs))):
+                job = jobs[index]
                 # Equal scores sort by id; a fraction of a millisecond keeps a batch in order
                 # (a double holds 12 bits below the millisecond at today's timestamps).
                 score = self.score(job.priority, job.run_at_ms, now_ms) + index / 4096
-                fair_field = f"{job.owner}|{job.priority.value}" if job.owner else ""
-                await self._push(
-                    keys=[
-                        keys.job_key_prefix + job.job_id,
-                        keys.result_key_prefix + job.job_id,
-                        self.queue_name,
-                        keys.abort_jobs_ss,
-                        keys.deferred_set(self.queue_name),
-                        keys.priority_offsets(self.queue_name),
-                        keys.retry_key_prefix + job.job_id,
-                        keys.fair_clocks(self.queue_name),
-                    ],
-                    args=[
-                        payload,
-                        max(job.run_at_ms - now_ms, 0) + JOB_KEY_TTL_MS,
-                        score,
-                        job.job_id,
-                        self.offset(job.priority),
-                        int(deferred),
-                        fair_field,
-                        now_ms,
-                        self.fair_step_ms,
-                        self.fair_cap_ms,
-                    ],
-                    client=pipe,
+                args += (
+                    job.job_id,
+                    job_payload(job),
+                    max(job.run_at_ms - now_ms, 0) + JOB_KEY_TTL_MS,
+                    score,
+                    self.offset(job.priority),
+                    int(job.run_at_ms > now_ms),
+                    f"{job.owner}|{job.priority.value}" if job.owner else "",
                 )
-            if wake:
-                pipe.publish(self.wake_channel, b"1")
-            outcomes = await pipe.execute()
-        return [bool(ok) for ok in outcomes[: len(jobs)]]
+            calls.append((self._push, self._push_keys, args))
+        wake_up = functools.partial(_publish, self.wake_channel, b"1") if wake else None
+        replies = await run_scripts(self.redis, calls, then=wake_up)
+        return [bool(ok) for reply in replies[: len(calls)] for ok in reply]
 
     async def defer_priority(self, job_id: str, *, run_at_ms: float, priority: Priority) -> None:
         """Give a job that ARQ re-queued for later (a retry) its priority back when it is due."""
@@ -270,27 +240,66 @@ class JobQueue:
             pipe.hset(keys.priority_offsets(self.queue_name), job_id, str(offset))
             await pipe.execute()
 
-    async def claim(
-        self, limit: int, *, lease_ms: int, now_ms: int, max_scan: int = 10_000
-    ) -> list[tuple[str, int]]:
-        """Take up to `limit` ready jobs for this worker, highest priority first."""
-        raw = await self._claim(
-            keys=[self.queue_name],
-            args=[now_ms, limit, lease_ms, keys.in_progress_key_prefix, max_scan],
-        )
-        return [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]
+    async def poll(
+        self,
+        limit: int,
+        *,
+        lease_ms: int,
+        now_ms: int,
+        max_scan: int = 10_000,
+        check_abort: bool = True,
+    ) -> Poll:
+        """A worker's look at the queue in one round trip: due deferred jobs promoted to their
+        priority's place (PROMOTE_SCRIPT), up to `limit` ready jobs claimed, highest priority
+        first, each with its data, try and abort mark (CLAIM_SCRIPT; none when `limit` is 0;
+        `check_abort` off leaves the marks) and, with `check_abort`, the abort marks as ARQ's
+        worker reads them (the abort set, then ARQ's clean-up of marks scored in the future)."""
 
-    async def promote(self, now_ms: int) -> int | None:
-        """Promote due deferred jobs; the time the next one is due, if any."""
-        nxt = await self._promote(
-            keys=[
+        def aborts(pipe: Pipeline) -> None:
+            if check_abort:
+                pipe.zrange(keys.abort_jobs_ss, 0, -1)
+                pipe.zremrangebyscore(keys.abort_jobs_ss, now_ms + ABORT_MAX_AGE_MS, "+inf")
+
+        calls = [self._promote_call(now_ms)]
+        if limit > 0:
+            calls.append(self._claim_call(limit, lease_ms, now_ms, max_scan, check_abort))
+        replies = await run_scripts(self.redis, calls, then=aborts)
+        nxt = replies[0]
+        return Poll(
+            next_due=int(float(nxt)) if nxt else None,
+            claims=_claims(replies[1]) if limit > 0 else [],
+            abort_ids=[raw.decode() for raw in replies[len(calls)]] if check_abort else [],
+        )
+
+    def _claim_call(
+        self, limit: int, lease_ms: int, now_ms: int, max_scan: int, check_abort: bool
+    ) -> ScriptCall:
+        return (
+            self._claim,
+            [self.queue_name, keys.abort_jobs_ss],
+            [
+                now_ms,
+                limit,
+                lease_ms,
+                keys.in_progress_key_prefix,
+                max_scan,
+                keys.job_key_prefix,
+                keys.retry_key_prefix,
+                RETRY_KEY_SECONDS,
+                int(check_abort),
+            ],
+        )
+
+    def _promote_call(self, now_ms: int) -> ScriptCall:
+        return (
+            self._promote,
+            [
                 keys.deferred_set(self.queue_name),
                 self.queue_name,
                 keys.priority_offsets(self.queue_name),
             ],
-            args=[now_ms],
+            [now_ms],
         )
-        return int(float(nxt)) if nxt else None
 
     async def back_in_line(self, job_id: str, *, incr_score: int | None) -> None:
         """ARQ's "run it again" for a job its worker gives back (a retry, a cancellation), but
@@ -304,6 +313,45 @@ class JobQueue:
                 keys.job_key_prefix + job_id,
             ],
             args=[incr_score or 0, job_id],
+        )
+
+    async def finish(self, job_id: str, result_data: bytes | None) -> None:
+        """Store an ended job's ending and let go of it (see FINISH_SCRIPT)."""
+        await self.finish_many([(job_id, result_data)])
+
+    async def finish_many(self, endings: Sequence[tuple[str, bytes | None]]) -> list[None]:
+        """`finish` several jobs in one round trip."""
+        await run_scripts(
+            self.redis,
+            [
+                (
+                    self._finish,
+                    [
+                        keys.result_key_prefix + job_id,
+                        keys.in_progress_key_prefix + job_id,
+                        keys.retry_key_prefix + job_id,
+                        keys.job_key_prefix + job_id,
+                        keys.abort_jobs_ss,
+                        self.queue_name,
+                        keys.job_events(job_id),
+                    ],
+                    [result_data or b"", job_id, WAKE],
+                )
+                for job_id, result_data in endings
+            ],
+        )
+        return [None] * len(endings)
+
+    async def drop_claim(self, job_id: str) -> None:
+        """Let go of a claimed job whose data Redis lost (the reconciliation queues it again)."""
+        await self._drop_claim(
+            keys=[
+                keys.in_progress_key_prefix + job_id,
+                self.queue_name,
+                keys.job_key_prefix + job_id,
+                keys.retry_key_prefix + job_id,
+            ],
+            args=[job_id],
         )
 
     async def abort(self, job_id: str, *, now_ms: int) -> int:

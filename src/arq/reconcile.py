@@ -11,6 +11,7 @@ for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,12 +22,13 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.arq import history, keys
+from src.arq.events import EventKind, JobEvent, JobEvents
 from src.arq.models import JobRecord
-from src.arq.outcome import datetime_to_ms, now_ms, now_utc, outcome_from_result
+from src.arq.outcome import Outcome, datetime_to_ms, now_ms, now_utc, outcome_from_result
 from src.arq.queue import JobQueue, QueuedJob
-from src.arq.recording import announce
-from src.arq.schemas import JobStatus, Priority
-from src.arq.serialization import deserialize, serialize
+from src.arq.recording import HISTORY_ERRORS
+from src.arq.schemas import FINISHED_STATUSES, JobStatus, Priority
+from src.arq.serialization import as_error, deserialize, serialize
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,11 @@ async def reconcile(
     lease_seconds: float,
     grace_seconds: float = 5.0,
     keep_result_seconds: float = 3600,
+    events: JobEvents | None = None,
 ) -> ReconcileReport:
-    """One pass over every not-finished job older than `grace_seconds`."""
+    """One pass over every not-finished job older than `grace_seconds`; what it records is
+    published on `events`."""
+    events = events or JobEvents(queue.redis)
     report = ReconcileReport()
     cutoff = now_utc() - timedelta(seconds=grace_seconds)
     after = ""
@@ -65,7 +70,14 @@ async def reconcile(
         after = page[-1].job_id
         report.checked += len(page)
         await _reconcile_page(
-            page, queue, sessionmaker, lease_seconds, grace_seconds, keep_result_seconds, report
+            page,
+            queue,
+            sessionmaker,
+            lease_seconds,
+            grace_seconds,
+            keep_result_seconds,
+            report,
+            events,
         )
     if report.skipped:
         logger.error(
@@ -96,12 +108,15 @@ async def _reconcile_page(
     grace_seconds: float,
     keep_result_seconds: float,
     report: ReconcileReport,
+    events: JobEvents,
 ) -> None:
     states = await queue.state([record.job_id for record in page])
+    by_id = {record.job_id: record for record in page}
     now = now_ms()
     missing_key = keys.missing_since(queue.queue_name)
     to_push: list[QueuedJob] = []
     endings: list[dict[str, Any]] = []
+    outcomes: dict[str, Outcome] = {}
     running: list[str] = []
     broken: dict[str, str] = {}
     for record, state in zip(page, states, strict=True):
@@ -113,6 +128,7 @@ async def _reconcile_page(
                 if now - datetime_to_ms(outcome.finished_at) < grace_seconds * 1000:
                     continue  # just finished: its worker is writing the ending right now
                 endings.append(history.finished_row(record.job_id, outcome))
+                outcomes[record.job_id] = outcome
             elif state.running:
                 running.append(record.job_id)
             elif state.job_exists and state.score is not None:
@@ -135,6 +151,7 @@ async def _reconcile_page(
                     # ARQ keeps counting tries from here, so MAX_TRIES still bounds re-runs.
                     job_try=record.tries + 1 if record.tries else None,
                     owner=record.owner,
+                    request_id=record.request_id,
                 )
                 serialize_job(job.function, (), job.kwargs, job.job_try, 0, serializer=serialize)
                 to_push.append(job)
@@ -144,7 +161,7 @@ async def _reconcile_page(
         except Exception as exc:  # one unreadable row must not stop the recovery of the others
             broken[record.job_id] = f"{type(exc).__name__}: {exc}"[:300]
     if broken:
-        await _fail_broken(sessionmaker, queue, broken, report)
+        await _fail_broken(sessionmaker, broken, report, by_id, events)
     if running:
         await queue.redis.zrem(missing_key, *running)
     if endings:
@@ -154,33 +171,69 @@ async def _reconcile_page(
         await queue.expire_results(
             [row["b_id"] for row in endings], keep_ms=int(keep_result_seconds * 1000)
         )
-        await announce(queue.redis, *copied)
+        await events.publish(
+            JobEvent.ending(
+                job_id,
+                outcomes[job_id],
+                function=by_id[job_id].function,
+                owner=by_id[job_id].owner,
+                notify=history.owes_webhook(by_id[job_id]),
+            )
+            for job_id in copied
+        )
     if to_push:
         pushed = await queue.push(to_push, now_ms=now)
         requeued = [job.job_id for job, ok in zip(to_push, pushed, strict=True) if ok]
         report.requeued.extend(requeued)
         if requeued:
             await queue.redis.zrem(missing_key, *requeued)
+            await events.publish(
+                JobEvent(
+                    EventKind.ENQUEUED,
+                    job_id,
+                    by_id[job_id].function,
+                    by_id[job_id].owner,
+                    status=JobStatus.QUEUED,
+                    lost=True,
+                )
+                for job_id in requeued
+            )
 
 
 async def _fail_broken(
     sessionmaker: async_sessionmaker[AsyncSession],
-    queue: JobQueue,
     broken: dict[str, str],
     report: ReconcileReport,
+    by_id: dict[str, JobRecord],
+    events: JobEvents,
 ) -> None:
     """End on record the jobs whose rows cannot be queued or read, saying why."""
+    recorded: list[JobEvent] = []
     async with sessionmaker.begin() as session:
         for job_id, reason in broken.items():
-            await history.mark_finished(
-                session,
-                job_id,
+            outcome = Outcome(
                 status=JobStatus.FAILED,
-                at=now_utc(),
+                result=None,
                 error={"type": "InvalidJob", "message": f"the job cannot be run: {reason}"},
+                tries=None,
+                started_at=None,
+                finished_at=now_utc(),
             )
+            if await history.mark_finished(
+                session, job_id, status=outcome.status, at=outcome.finished_at, error=outcome.error
+            ):
+                record = by_id[job_id]
+                recorded.append(
+                    JobEvent.ending(
+                        job_id,
+                        outcome,
+                        function=record.function,
+                        owner=record.owner,
+                        notify=history.owes_webhook(record),
+                    )
+                )
     report.skipped.extend(broken)
-    await announce(queue.redis, *broken)
+    await events.publish(recorded)
 
 
 async def _missing_long_enough(
@@ -189,3 +242,40 @@ async def _missing_long_enough(
     await queue.redis.zadd(missing_key, {job_id: now}, nx=True)
     first_seen = await queue.redis.zscore(missing_key, job_id)
     return first_seen is not None and now - first_seen > lease_seconds * 1000
+
+
+async def lost_by_redis(
+    sessionmaker: async_sessionmaker[AsyncSession] | None, job_id: str, result_data: bytes | None
+) -> bool:
+    """Whether ARQ's "job expired" means that Redis lost the job (an empty restart, a flush
+    between the claim and the run): the module gives no job an expiry, so a job the
+    history holds as not finished is lost, not failed; the reconciliation queues it again
+    (and its tries go on from the history's count). Without a history (ARQ's own use), or
+    for a job the history does not know, ARQ's ending stands."""
+    if result_data is None or sessionmaker is None:
+        return False
+    try:
+        error = as_error(deserialize(result_data).get("r"))
+    except Exception:
+        return False
+    if error != {"type": "JobExecutionFailed", "message": "job expired"}:
+        return False
+    for attempt in range(3):
+        try:
+            async with sessionmaker() as session:
+                record = await history.get(session, job_id)
+            break
+        except HISTORY_ERRORS:
+            if attempt == 2:
+                # Not failed on a guess: a job in the history is queued again from there.
+                logger.warning("job %s: its data is gone from Redis; left to reconcile", job_id)
+                return True
+            await asyncio.sleep(0.5)
+    if record is None or record.status in FINISHED_STATUSES:
+        return False
+    logger.warning(
+        "job %s: its data is gone from Redis (restarted empty or flushed); it is queued "
+        "again from the history",
+        job_id,
+    )
+    return True

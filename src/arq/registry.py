@@ -7,9 +7,9 @@ job's arguments are validated when it is enqueued, not discovered broken in the 
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from arq.cron import CronJob
@@ -17,15 +17,24 @@ from arq.cron import cron as arq_cron
 from arq.worker import Function, Retry
 from arq.worker import func as arq_func
 from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings
+from redis.exceptions import RedisError
 
-from src.arq.context import JobContext, bind_progress
+from src.arq import keys
+from src.arq.context import JobContext, WorkerContext, bind_progress
 from src.arq.exceptions import GaveUp, InvalidJobArguments, RetryLater, UnknownTask
 from src.arq.serialization import to_jsonable
 from src.auth.schemas import Role
+from src.config import load
+
+if TYPE_CHECKING:
+    from src.arq.service import ArqService
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 Handler = Callable[[JobContext, ArgsT], Awaitable[Any]]
-WorkerHook = Callable[[dict[str, Any]], Awaitable[None]]
+WorkerHook = Callable[[WorkerContext], Awaitable[None]]
+# Called with each job service built from the registry.
+ServiceHook = Callable[["ArqService"], None]
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,12 @@ class TaskSpec:
         settings = ctx["arq_settings"]
         max_tries = self.max_tries or settings.max_tries
         job_try = ctx["job_try"]
+        if exc.keep_try and await _give_try_back(ctx):
+            wait = exc.defer if exc.defer is not None else settings.retry_backoff
+            await ctx["report"](
+                f"waiting {wait:.1f} s, try {job_try} of {max_tries} not spent: {exc.reason}"
+            )
+            return Retry(defer=wait)
         if job_try >= max_tries:
             return GaveUp(f"gave up after {job_try} tries: {exc.reason}")
         delay = exc.defer
@@ -121,7 +136,7 @@ class TaskSpec:
         async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             # Jobs can be queued by other producers than this API: validate again here.
             model = self.args_model.model_validate(kwargs)
-            job_ctx = bind_progress(ctx)
+            job_ctx = bind_progress(ctx, self.name)
             try:
                 return to_jsonable(await self.handler(job_ctx, model))
             except RetryLater as exc:
@@ -129,6 +144,16 @@ class TaskSpec:
 
         run.__qualname__ = run.__name__ = self.name
         return arq_func(run, name=self.name, timeout=self.timeout, max_tries=self.max_tries)
+
+
+async def _give_try_back(ctx: JobContext) -> bool:
+    """Undo ARQ's count of this run (it counts a try when a run starts), so the job's next run
+    has the same try number; False if Redis did not take it (the try is spent then)."""
+    try:
+        await ctx["redis"].decr(keys.retry_key_prefix + ctx["job_id"])
+    except (RedisError, OSError):
+        return False
+    return True
 
 
 def _unstorable(value: Any, loc: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -179,27 +204,49 @@ def _too_large(
 
 @dataclass(frozen=True)
 class Schedule:
-    """Run task `task` with `kwargs` at `hour`/`minute` (None = every), when `enabled` says so."""
+    """Run task `task` with `kwargs` at `hour`/`minute` (None = every), when `enabled` says so.
+
+    `kwargs` and `enabled` are called with an instance of `settings`, the declaring domain's own
+    settings class (loaded from the environment unless the worker is given one), or with None
+    when the schedule names no settings class.
+    """
 
     task: str
     minute: int | set[int] | None = 0
     hour: int | set[int] | None = None
     kwargs: Callable[[Any], dict[str, Any]] = field(default=lambda settings: {})
     enabled: Callable[[Any], bool] = field(default=lambda settings: True)
+    settings: type[BaseSettings] | None = None
 
 
 class TaskRegistry:
-    """Name -> `TaskSpec`. Domain packages declare their tasks on one registry."""
+    """Name -> `TaskSpec`. Each domain package declares its tasks on a registry of its own
+    (`tasks = TaskRegistry()` in its `tasks.py`); `src.arq.tasks` combines them into the app's."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskSpec] = {}
         self.schedules: list[Schedule] = []
         self.startup_hooks: list[WorkerHook] = []
         self.shutdown_hooks: list[WorkerHook] = []
+        self.service_hooks: list[ServiceHook] = []
+        self.reserved_prefixes: list[str] = []
+
+    def on_service(self, hook: ServiceHook) -> ServiceHook:
+        """Declare a function called with every job service built from this registry (in the
+        API process and in each worker) at start-up: where a package subscribes to the job
+        lifecycle events (`jobs.events.subscribe(...)`) or adds a periodic sweep."""
+        self.service_hooks.append(hook)
+        return hook
+
+    def reserve_id_prefix(self, prefix: str) -> None:
+        """Job ids starting with `prefix` are the system's (a package's own follow-up jobs): a
+        client's job id may not start with it."""
+        self.reserved_prefixes.append(prefix.lower())
 
     def on_worker_startup(self, hook: WorkerHook) -> WorkerHook:
         """Declare a coroutine that puts a domain's resources (clients, caches) into the worker
-        context at start-up; shutdown hooks run in reverse order."""
+        context at start-up (`provide(ctx, KEY, value)`, see `src.arq.context.Resource`);
+        shutdown hooks run in reverse order."""
         self.startup_hooks.append(hook)
         return hook
 
@@ -207,15 +254,26 @@ class TaskRegistry:
         """Declare a periodic run (ARQ cron: one run per tick however many workers run)."""
         self.schedules.append(schedule)
 
-    def _enabled_runs(self, settings: Any) -> Iterator[tuple[Schedule, TaskSpec, dict[str, Any]]]:
-        """Each enabled schedule with its task and validated arguments."""
+    def _enabled_runs(
+        self, settings: Iterable[BaseSettings]
+    ) -> Iterator[tuple[Schedule, TaskSpec, dict[str, Any]]]:
+        """Each enabled schedule with its task and validated arguments. A schedule's callables
+        get the instance of its settings class in `settings`, else one loaded from the
+        environment (once per class; a `ConfigError` names a bad variable)."""
+        given: dict[type[BaseSettings], BaseSettings] = {type(item): item for item in settings}
         for schedule in self.schedules:
-            if schedule.enabled(settings):
+            values = None
+            if schedule.settings is not None:
+                if schedule.settings not in given:
+                    given[schedule.settings] = load(schedule.settings)
+                values = given[schedule.settings]
+            if schedule.enabled(values):
                 spec = self.get(schedule.task)
-                yield schedule, spec, spec.validate_args([], schedule.kwargs(settings))
+                yield schedule, spec, spec.validate_args([], schedule.kwargs(values))
 
-    def cron_jobs(self, settings: Any) -> list[CronJob]:
-        """The enabled schedules as ARQ cron jobs; `settings` is passed to their callables."""
+    def cron_jobs(self, settings: Iterable[BaseSettings] = ()) -> list[CronJob]:
+        """The enabled schedules as ARQ cron jobs; `settings` overrides the schedules' own
+        settings (by class), which are otherwise read from the environment."""
         jobs = []
         for schedule, spec, values in self._enabled_runs(settings):
             function = spec.arq_function()
@@ -240,9 +298,11 @@ class TaskRegistry:
             )
         return jobs
 
-    def scheduled_runs(self, settings: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    def scheduled_runs(
+        self, settings: Iterable[BaseSettings] = ()
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
         """Cron job name -> (task, validated arguments) of each enabled schedule: what the
-        worker queues when ARQ's timing says a run is due."""
+        worker queues when ARQ's timing says a run is due (`settings` as for `cron_jobs`)."""
         return {
             f"cron:{spec.name}": (spec.name, values)
             for _, spec, values in self._enabled_runs(settings)
@@ -313,6 +373,17 @@ class TaskRegistry:
         combined.startup_hooks = [*self.startup_hooks, *other.startup_hooks]
         combined.schedules = [*self.schedules, *other.schedules]
         combined.shutdown_hooks = [*self.shutdown_hooks, *other.shutdown_hooks]
+        combined.service_hooks = [*self.service_hooks, *other.service_hooks]
+        combined.reserved_prefixes = [*self.reserved_prefixes, *other.reserved_prefixes]
+        return combined
+
+    @classmethod
+    def combine(cls, *registries: TaskRegistry) -> TaskRegistry:
+        """One registry with the tasks, hooks and schedules of all, in order (names must not
+        clash)."""
+        combined = cls()
+        for registry in registries:
+            combined = combined.merged(registry)
         return combined
 
     def __iter__(self) -> Iterator[TaskSpec]:
@@ -323,8 +394,3 @@ class TaskRegistry:
 
     def __len__(self) -> int:
         return len(self._tasks)
-
-
-# The app's registry. Domain packages declare their tasks on it in their own `tasks.py`;
-# `src.arq.tasks` imports those modules and builds `ALL_TASKS`.
-registry = TaskRegistry()

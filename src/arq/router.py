@@ -4,9 +4,12 @@ import hashlib
 import logging
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
@@ -16,7 +19,8 @@ from src.arq.dependencies import ArqServiceDep, StreamHubDep
 from src.arq.registry import TaskRegistry
 from src.arq.schemas import (
     JOB_ID_PATTERN,
-    MAX_OFFSET,
+    STATS_DEFAULT_HOURS,
+    STATS_MAX_DAYS,
     EnqueueRequest,
     EnqueueResponse,
     HealthResponse,
@@ -25,11 +29,14 @@ from src.arq.schemas import (
     JobStatus,
     JobStatusResponse,
     QueueInfo,
+    QueueStats,
     TaskInfo,
 )
+from src.arq.stats_measures import PRECISION
 from src.arq.streams import JobStream, StreamEnd
 from src.auth.dependencies import PrincipalDep
 from src.openapi import SingleQueryValues
+from src.schemas import IsoDatetime, Offset
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +56,71 @@ ENQUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 # PostgreSQL text cannot hold NUL: a filter with one is refused here, not by the database.
 NO_NUL = r"^[^\x00]*$"
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 Limit = Annotated[int, Query(ge=1, le=500, description="items in the page")]
+
+
+@dataclass(frozen=True, slots=True)
+class StatsWindow:
+    """The window of `/stats`, in UTC: `[since, until)`."""
+
+    since: datetime
+    until: datetime
+
+
+# The window's rules that a schema cannot state; each message is one a 422 gives.
+BEFORE_UNTIL = "must be before until"
+AT_MOST = f"must be at most {STATS_MAX_DAYS} days before until"
+IN_RANGE = "must be a time within the years 1 to 9999 in UTC"
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+STATS_DESCRIPTION = (
+    "Statistics of your jobs enqueued in [since, until), per task and in all (an admin's: "
+    "everyone's, or one owner's): counts by status, success rate (complete / finished), the "
+    "50th, 95th and 99th percentiles of run time and of queue wait in seconds (null without a "
+    "sample), and retries.\n\nCounts, success rate and retries are exact. Percentiles of a "
+    "window that spans whole hours come from the hourly, daily and monthly rollup's "
+    f"log-bucketed histograms: within {PRECISION:.0%} (relative) of the exact value; a window "
+    "read from the history alone (inside one hour, or on SQLite) has exact ones.\n\n"
+    "Rules the schema cannot state (a 422 names the parameter): since "
+    f"{BEFORE_UNTIL}, and {AT_MOST}; since and until each {IN_RANGE}."
+)
+
+
+def _window_error(name: str, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("query", name), "msg": msg, "type": "value_error"}])
+
+
+def _utc(value: datetime, name: str) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+        raise _window_error(name, IN_RANGE) from None
+
+
+def stats_window(
+    since: Annotated[
+        IsoDatetime | None,
+        Query(
+            description="jobs enqueued from this time on (ISO 8601 with a timezone); default: "
+            f"{STATS_DEFAULT_HOURS} hours before until"
+        ),
+    ] = None,
+    until: Annotated[
+        IsoDatetime | None,
+        Query(description="jobs enqueued before this time (ISO 8601); default: now"),
+    ] = None,
+) -> StatsWindow:
+    """`since` and `until` of `/stats`, defaults filled in; a 422 naming the one at fault."""
+    end = _utc(until, "until") if until is not None else datetime.now(UTC)
+    if since is None:
+        return StatsWindow(end - min(timedelta(hours=STATS_DEFAULT_HOURS), end - _EARLIEST), end)
+    start = _utc(since, "since")
+    if start >= end:
+        raise _window_error("since", BEFORE_UNTIL)
+    if end - start > timedelta(days=STATS_MAX_DAYS):
+        raise _window_error("since", AT_MOST)
+    return StatsWindow(start, end)
 
 
 def build_router(registry: TaskRegistry, *, batch_limit: int | None = None) -> APIRouter:
@@ -221,6 +291,34 @@ def build_router(registry: TaskRegistry, *, batch_limit: int | None = None) -> A
     async def queue_info(service: ArqServiceDep, principal: PrincipalDep) -> QueueInfo:
         """Queue depth, jobs by task, live workers and the last hour's outcomes."""
         return await service.queue_info()
+
+    @router.get(
+        "/stats",
+        response_model=QueueStats,
+        responses=UNAVAILABLE,
+        dependencies=[SingleQueryValues],
+        description=STATS_DESCRIPTION,
+    )
+    async def queue_stats(
+        service: ArqServiceDep,
+        principal: PrincipalDep,
+        window: Annotated[StatsWindow, Depends(stats_window)],
+        function: Annotated[
+            str | None, Query(max_length=100, pattern=NO_NUL, description="one task's jobs")
+        ] = None,
+        owner: Annotated[
+            str | None,
+            Query(max_length=100, pattern=NO_NUL, description="admins only: one owner's jobs"),
+        ] = None,
+    ) -> QueueStats:
+        """Statistics of your jobs (an admin's: everyone's) enqueued in a window."""
+        return await service.queue_stats(
+            principal=principal,
+            since=window.since,
+            until=window.until,
+            function=function,
+            owner=owner,
+        )
 
     @router.get("/tasks", response_model=list[TaskInfo])
     async def tasks(service: ArqServiceDep, principal: PrincipalDep) -> list[TaskInfo]:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from src.breakers import CircuitState
+from src.schemas import MAX_OFFSET as MAX_OFFSET
+from src.schemas import Page
+
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
-# Paging deeper than this is a scan nobody needs; the bound also keeps OFFSET within BIGINT.
-MAX_OFFSET = 1_000_000_000
+# A dependency: a job id, or `$N`, the job at position N earlier in the same batch.
+DEPENDENCY_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}|\$[0-9]{1,4})$"
+MAX_DEPENDENCIES = 100
+# The rules of `depends_on` the schema cannot state, as a 422's `errors[].msg` says them.
+UNKNOWN_DEPENDENCY_RULE = "no job you may see has this id"
+LATER_DEPENDENCY_RULE = "must name a job earlier in the batch"
 
 
 def check_webhook_url(value: str) -> str:
@@ -33,6 +41,7 @@ def check_webhook_url(value: str) -> str:
 
 
 class JobStatus(StrEnum):
+    WAITING = "waiting"  # blocked by dependencies (`depends_on`) that have not completed
     QUEUED = "queued"
     DEFERRED = "deferred"
     IN_PROGRESS = "in_progress"
@@ -60,6 +69,9 @@ class Priority(StrEnum):
 class JobError(BaseModel):
     type: str
     message: str
+
+
+DependencyFailurePolicy = Literal["fail", "run"]
 
 
 class EnqueueRequest(BaseModel):
@@ -108,10 +120,40 @@ class EnqueueRequest(BaseModel):
         description="HMAC-SHA256 key: the webhook carries an X-Signature (never shown back)",
     )
 
+    depends_on: list[Annotated[str, Field(pattern=DEPENDENCY_PATTERN)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_DEPENDENCIES,
+        description=(
+            "jobs that must complete first, each once: the job waits (`waiting`, with"
+            " `blocked_by`) until every one has completed, then queues with its own priority."
+            " Each is the id of a job you may see (as the answer gave it, or the id you chose),"
+            " or, in a batch, an earlier job's id or `$N`, the job at position N of the batch."
+            f" Rules the schema cannot state (a 422 names the item): {UNKNOWN_DEPENDENCY_RULE}"
+            f" (another user's job is answered the same); `$N` {LATER_DEPENDENCY_RULE}."
+        ),
+        examples=[["$0"]],
+        json_schema_extra={"uniqueItems": True},
+    )
+    on_dependency_failure: DependencyFailurePolicy = Field(
+        "fail",
+        description=(
+            "when a dependency fails or is aborted: `fail` ends this job `failed` with"
+            " `DependencyFailed` naming it; `run` runs it once every dependency has ended"
+        ),
+    )
+
     @field_validator("notify_url")
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
         return None if value is None else check_webhook_url(value)
+
+    @field_validator("depends_on")
+    @classmethod
+    def _each_once(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("name each dependency once")
+        return value
 
     @model_validator(mode="after")
     def _one_defer(self) -> Self:
@@ -130,6 +172,22 @@ class EnqueueResponse(BaseModel):
     status: JobStatus
     status_url: str
     result_url: str
+
+
+class JobAcceptedData(BaseModel):
+    job_id: str
+    function: str
+    status_url: str
+    result_url: str
+    params: dict[str, Any]
+
+
+class JobAcceptedResponse(BaseModel):
+    """A queued analysis job (the seed's shape, with the job's parameters)."""
+
+    success: bool = True
+    message: str
+    data: JobAcceptedData
 
 
 class JobStatusResponse(BaseModel):
@@ -157,6 +215,20 @@ class JobStatusResponse(BaseModel):
     notification_job_id: str | None = Field(
         None, description="the `send_notification` job carrying the completion webhook"
     )
+    request_id: str | None = Field(
+        None,
+        description="the X-Request-ID of the request that queued it (null if none did)",
+    )
+    depends_on: list[str] = Field(
+        default_factory=list, description="the jobs it waits for (their stored ids)"
+    )
+    blocked_by: list[str] = Field(
+        default_factory=list,
+        description="those of `depends_on` that have not completed yet (while it is `waiting`)",
+    )
+    on_dependency_failure: DependencyFailurePolicy | None = Field(
+        None, description="what a failed dependency does to it (null: it has none)"
+    )
 
 
 class JobResultResponse(BaseModel):
@@ -183,11 +255,8 @@ class JobSummary(BaseModel):
     error: JobError | None = None
 
 
-class JobPage(BaseModel):
-    items: list[JobSummary]
-    total: int
-    limit: int
-    offset: int
+class JobPage(Page[JobSummary]):
+    pass
 
 
 class QueueInfo(BaseModel):
@@ -195,6 +264,7 @@ class QueueInfo(BaseModel):
     queued: int
     deferred: int
     in_progress: int
+    waiting: int = Field(0, description="jobs waiting for their dependencies (not in Redis yet)")
     by_function: dict[str, int]
     workers: int
     completed_last_hour: int
@@ -206,11 +276,25 @@ class HealthQueueInfo(BaseModel):
     queued_jobs_count: int | None
 
 
+class CircuitBreakerHealth(BaseModel):
+    """A circuit breaker of a service the jobs call (packages add theirs): `closed` lets calls
+    through, `open` refuses them until `open_until` (jobs wait), `half_open` lets one probe call
+    decide. A group of circuits (one per webhook host and owner) shows its worst state, how many
+    are open or half-open, and no host: the health needs no credential."""
+
+    name: str
+    state: CircuitState
+    failures: int | None = Field(None, description="failed calls in a row (one circuit)")
+    open_until: datetime | None = None
+    circuits: int | None = Field(None, description="a group: its open or half-open circuits")
+
+
 class HealthDetails(BaseModel):
     redis_connected: bool
     database_connected: bool
     workers: int | None
     queue_info: HealthQueueInfo
+    circuit_breakers: list[CircuitBreakerHealth] = Field(default_factory=list)
 
 
 class HealthResponse(BaseModel):
@@ -227,3 +311,66 @@ class TaskInfo(BaseModel):
     timeout: float | None
     max_tries: int | None
     args_schema: dict[str, Any]
+
+
+# -- queue statistics (`GET /stats`) -----------------------------------------------------------
+
+STATS_DEFAULT_HOURS = 24  # the window when `since` is not given: this long before `until`
+STATS_MAX_DAYS = 366  # the widest window: a year of history, leap day included
+
+
+class StatusCounts(BaseModel):
+    """Jobs by their status now."""
+
+    waiting: int = 0
+    queued: int = 0
+    deferred: int = 0
+    in_progress: int = 0
+    retrying: int = 0
+    complete: int = 0
+    failed: int = 0
+    aborted: int = 0
+
+
+class DurationStats(BaseModel):
+    """Percentiles of a duration in seconds (linear interpolation, as PostgreSQL's
+    `percentile_cont`); null without a sample."""
+
+    samples: int = Field(description="the jobs measured")
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class JobStats(BaseModel):
+    """What became of the jobs enqueued in the window."""
+
+    jobs: int = Field(description="jobs enqueued in the window")
+    statuses: StatusCounts
+    success_rate: float | None = Field(
+        description="complete / finished (complete, failed or aborted); null when none finished"
+    )
+    run_seconds: DurationStats = Field(
+        description="finished_at - started_at of the finished jobs that ran (of the last try)"
+    )
+    wait_seconds: DurationStats = Field(
+        description="started_at - the later of enqueued_at and scheduled_for, of the jobs that "
+        "started (of the last try; a job waiting for its next try is left out; never below 0)"
+    )
+    retried_jobs: int = Field(description="jobs that ran more than once (tries > 1)")
+    extra_tries: int = Field(description="tries past the first, all jobs together")
+
+
+class TaskStats(JobStats):
+    function: str
+
+
+class QueueStats(BaseModel):
+    """Statistics of the jobs enqueued in [since, until), per task and over all of them."""
+
+    since: datetime
+    until: datetime
+    owner: str | None = Field(description="whose jobs: null for everyone's (admins only)")
+    function: str | None = Field(description="the task asked for, if one was")
+    tasks: list[TaskStats] = Field(description="one entry per task with jobs, by name")
+    total: JobStats

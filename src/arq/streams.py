@@ -1,7 +1,7 @@
 """Live status streams: one Redis subscription per API process, fanned out to every stream.
 
-Workers and the API announce each change of a job on `keys.job_events(job_id)` (see
-`recording.announce`). The `StreamHub` pattern-subscribes to all of them on ONE connection and
+Workers and the API publish each change of a job as a lifecycle event on `keys.job_events(job_id)`
+(see `src.arq.events`). The `StreamHub` pattern-subscribes to all of them on ONE connection and
 wakes the streams that watch the job, which then re-read its status. A stream so holds no Redis
 connection of its own, and the caps (`ARQ_STREAMS_PER_OWNER`, `ARQ_STREAMS_PER_PROCESS`,
 `ARQ_STREAM_MAX_SECONDS`) bound what one owner, and all of them, may hold open in a process.
@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
@@ -79,6 +79,10 @@ class JobStream:
         self.ended_by: StreamEnd | None = None
         self.closed = False
         self.wake = asyncio.Event()
+        # The jobs whose announcements wake it (its own; more with `also_watch`), and those
+        # announced since the last `take_woken` (all of them after the subscription was down).
+        self.watching: set[str] = set()
+        self.woken: set[str] = set()
 
     async def updates(self) -> AsyncIterator[JobStatusResponse]:
         """The job's status after each change since `first`; ends when the job finishes, the
@@ -112,6 +116,17 @@ class JobStream:
                 last = current
                 yield current
         self.ended_by = StreamEnd.FINISHED
+
+    def also_watch(self, job_ids: Iterable[str]) -> None:
+        """Be woken by these jobs' announcements too (their stored ids): a jobs page's rows on
+        one stream, one place under the caps. The caller may see them (it read them)."""
+        for job_id in job_ids:
+            self.hub._watch(self, job_id)
+
+    def take_woken(self) -> set[str]:
+        """The watched jobs announced since the last call (their statuses may have changed)."""
+        woken, self.woken = self.woken, set()
+        return woken
 
     def close(self) -> None:
         if not self.closed:
@@ -180,6 +195,10 @@ class StreamHub:
     def open_streams_of(self, owner: str) -> int:
         return len(self._by_owner.get(owner, ()))
 
+    def watchers_of(self, job_id: str) -> int:
+        """How many open streams the job's announcements wake."""
+        return len(self._by_job.get(job_id, ()))
+
     async def open(self, job_id: str, *, principal: Principal = SYSTEM) -> JobStream:
         """A stream of the job with its current status in `first`.
 
@@ -201,12 +220,17 @@ class StreamHub:
         stream = JobStream(
             self, job_id, principal=principal, deadline=now + self.settings.stream_max_seconds
         )
-        # Registered before the first read, so that no change announced meanwhile is missed.
+        # Counted under the caps at once (before any await), so that concurrent opens cannot
+        # all pass the check.
         self._streams.add(stream)
-        self._by_job.setdefault(job_id, set()).add(stream)
         self._by_owner.setdefault(principal.owner, set()).add(stream)
         try:
-            stream.first = await self.service.get_job_status(job_id, principal=principal)
+            # Woken by the id the job is stored and announced under (a client may name its own
+            # by the id it chose), registered before the first read so that no change
+            # announced meanwhile is missed.
+            stream.job_id = await self.service.resolve_job_id(job_id, principal=principal)
+            self._watch(stream, stream.job_id)
+            stream.first = await self.service.get_job_status(stream.job_id, principal=principal)
         except BaseException:
             stream.close()
             raise
@@ -222,9 +246,15 @@ class StreamHub:
                 seconds = min(seconds, due + 0.05)
         return seconds
 
+    def _watch(self, stream: JobStream, job_id: str) -> None:
+        if not stream.closed:
+            stream.watching.add(job_id)
+            self._by_job.setdefault(job_id, set()).add(stream)
+
     def _remove(self, stream: JobStream) -> None:
         self._streams.discard(stream)
-        for index, key in ((self._by_job, stream.job_id), (self._by_owner, stream.principal.owner)):
+        places = [(self._by_job, job_id) for job_id in stream.watching]
+        for index, key in [*places, (self._by_owner, stream.principal.owner)]:
             members = index.get(key)
             if members is not None:
                 members.discard(stream)
@@ -279,7 +309,9 @@ class StreamHub:
     def _dispatch(self, channel: bytes | str, prefix: str) -> None:
         name = channel.decode() if isinstance(channel, bytes) else channel
         # Pub/sub spans every Redis database: ids of other databases' jobs simply match nothing.
-        for stream in self._by_job.get(name[len(prefix) :], ()):
+        job_id = name[len(prefix) :]
+        for stream in self._by_job.get(job_id, ()):
+            stream.woken.add(job_id)
             stream.wake.set()
 
     def _set_connected(self, connected: bool) -> None:
@@ -289,6 +321,7 @@ class StreamHub:
         # Either way every stream re-reads now: announcements may have been missed while the
         # subscription was down, and a stream's wait depends on whether it is up.
         for stream in self._streams:
+            stream.woken.update(stream.watching)
             stream.wake.set()
 
 

@@ -15,7 +15,8 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="o
 bearer_scheme = HTTPBearer(auto_error=False, description="HS256 JWT with `sub` and `role`")
 
 
-def get_authenticator(request: Request) -> Authenticator:
+async def get_authenticator(request: Request) -> Authenticator:
+    # async: a plain `def` dependency costs a thread-pool hop on every request
     authenticator: Authenticator = request.app.state.authenticator
     return authenticator
 

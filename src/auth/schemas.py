@@ -34,6 +34,18 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
 
+    # Who sees what, the one statement of it: a user sees what is filed under their own owner
+    # name; an admin sees everything (jobs, reports, ...), whoever owns it.
+
+    def may_see(self, owner: str | None) -> bool:
+        """Whether the caller may see what `owner` owns (None: nobody's, so admins only)."""
+        return self.is_admin or owner == self.owner
+
+    def owner_filter(self, requested: str | None = None) -> str | None:
+        """The owner a listing is limited to: the caller's own; for an admin, `requested`
+        (None: every owner's)."""
+        return requested if self.is_admin else self.owner
+
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, and_, not_, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, exists, not_, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -76,13 +76,27 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def comments_by_ref(session: AsyncSession, refs: Sequence[tuple[int, int]]) -> list[Comment]:
+async def comments_by_ref(
+    session: AsyncSession,
+    refs: Sequence[tuple[int, int]],
+    *,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> list[Comment]:
+    """The stored comments of `refs` (those matching `where` too)."""
     if not refs:
         return []
     rows = await session.scalars(
-        select(Comment).where(tuple_(Comment.owner_id, Comment.comment_id).in_(list(refs)))
+        select(Comment).where(tuple_(Comment.owner_id, Comment.comment_id).in_(list(refs)), *where)
     )
     return list(rows)
+
+
+def unanalysed() -> ColumnElement[bool]:
+    """Whether a comment has no stored analysis yet (one of an older text counts as stored)."""
+    return ~exists().where(
+        CommentAnalysis.owner_id == Comment.owner_id,
+        CommentAnalysis.comment_id == Comment.comment_id,
+    )
 
 
 def comment_conditions(

@@ -20,6 +20,12 @@ class CommentNotFound(CommentsError):
         super().__init__(f"comment {comment_ref!r} not found")
 
 
+class UnresolvedCommentIds(CommentsError):
+    """Plain comment ids that name no stored comment, or several (`errors` lists the forms)."""
+
+    status_code = 422
+
+
 class VKNotConfigured(CommentsError):
     """The worker has no VK token, so it cannot call VK."""
 

@@ -11,7 +11,7 @@ community stores each comment once and updates what changed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.arq.context import ProgressReporter
 from src.comments import service
 from src.comments.exceptions import CommunityNotFound
 from src.vk.client import MAX_COUNT, Call, VKClient, comments_call, posts_call
@@ -26,7 +27,6 @@ from src.vk.exceptions import VKAccessDenied, VKError
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[float, str | None], Awaitable[None]]
 DONE_TTL_SECONDS = 2 * 86_400
 
 
@@ -71,7 +71,7 @@ class CommunityParser:
         *,
         redis: Redis,
         job_id: str,
-        progress: Progress,
+        progress: ProgressReporter,
     ) -> None:
         self.client = client
         self.sessionmaker = sessionmaker

@@ -5,65 +5,61 @@ job API's rules (they belong to whoever started them). Every integer parameter i
 every id fits in BIGINT, so a bad value is a 422 here, not an error in the database or the queue.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, status
 
-from src.admin.reports import MAX_PERIOD_DAYS, ReportFormat, get_report, list_reports
-from src.admin.statistics import CommunityStatsOut, list_statistics
-from src.arq.dependencies import ArqServiceDep, Webhook, WebhookDep
-from src.arq.schemas import JOB_ID_PATTERN, MAX_OFFSET, EnqueueRequest
-from src.arq.service import ArqService
+from src.arq.dependencies import ArqServiceDep, WebhookDep
+from src.arq.endpoints import QUEUED, STORED, WEBHOOK_RULE, queue_job
+from src.arq.schemas import EnqueueRequest, JobAcceptedResponse
 from src.auth.dependencies import PrincipalDep
-from src.auth.schemas import Principal
 from src.comments import service
 from src.comments.analysis import get_analysis, parse_ref, text_hash
 from src.comments.dependencies import SessionDep
-from src.comments.exceptions import AnalysisNotFound, CommentNotFound
+from src.comments.exceptions import AnalysisNotFound, CommentNotFound, UnresolvedCommentIds
+from src.comments.references import resolve_comment_refs
 from src.comments.schemas import (
     COMMENT_REF_PATTERN,
     COMMENT_REFS_PATTERN,
-    VK_ID_MAX,
     AnalysisOut,
     CommentOut,
     CommentPage,
-    IsoDatetime,
-    JobAcceptedData,
-    JobAcceptedResponse,
     ParseJobData,
     ParseJobResponse,
-    ReportPage,
 )
-from src.comments.tasks import SCREEN_NAME
+from src.comments.tasks import SCREEN_NAME, PostLimit, TopN
 from src.openapi import SingleQueryValues
+from src.schemas import Offset, OptionalGroupId, Since, Until, VkId
 
 router = APIRouter(prefix="/api/v1/comments", tags=["comments"], dependencies=[SingleQueryValues])
 
-# Every operation reads the database or Redis; the error statuses carry the `Error` shape.
-STORED: dict[int | str, dict[str, Any]] = {
-    503: {"description": "Redis or the database is unreachable; see Retry-After"},
-}
-QUEUED: dict[int | str, dict[str, Any]] = {
-    **STORED,
-    429: {"description": "Your enqueue rate limit was reached; see Retry-After"},
-}
-WEBHOOK_RULE = "`X-Notify-Secret` needs X-Notify-Url."
-_GROUP_ID = Query(gt=0, le=VK_ID_MAX, description="the community's id")
-_POST_ID = Query(gt=0, le=VK_ID_MAX, description="a post on the community's wall")
 _COMMENT_IDS = Query(
     max_length=30_000,
     pattern=COMMENT_REFS_PATTERN,
     description="1 to 1000 comma-separated `{owner_id}_{comment_id}` references, e.g. "
     "`-1_25,-1_26`",
 )
-GroupId = Annotated[int, _GROUP_ID]
-OptionalGroupId = Annotated[int | None, _GROUP_ID]
-OptionalPostId = Annotated[int | None, _POST_ID]
-CommentIds = Annotated[str, _COMMENT_IDS]
+OptionalPostId = Annotated[VkId | None, Query(description="a post on the community's wall")]
 OptionalCommentIds = Annotated[str | None, _COMMENT_IDS]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
-Since = Annotated[IsoDatetime | None, Query(description="from this time on (ISO 8601)")]
-Until = Annotated[IsoDatetime | None, Query(description="before this time (ISO 8601)")]
+# `{owner_id}_{comment_id}`, or a plain comment id: the one stored comment that has it.
+_REF_OR_ID = r"(-?[0-9]{1,18}_)?[0-9]{1,18}"
+REFS_OR_IDS_PATTERN = rf"^ *{_REF_OR_ID} *(, *{_REF_OR_ID} *){{0,999}}$"
+CommentRefsOrIds = Annotated[
+    str,
+    Query(
+        max_length=30_000,
+        pattern=REFS_OR_IDS_PATTERN,
+        description="1 to 1000 comma-separated `{owner_id}_{comment_id}` references, e.g. "
+        "`-1_25,-1_26`, or plain comment ids, e.g. `25,26`: each must be the id of one stored "
+        "comment (of the community `group_id`, if given)",
+    ),
+]
+# The rules a plain id may break, as a 422's `errors[].msg` says them (and the docs, verbatim).
+UNKNOWN_ID_RULE = "a plain comment id must be the id of a stored comment"
+AMBIGUOUS_ID_RULE = (
+    "a plain comment id must be the id of one stored comment only: name it as "
+    "{owner_id}_{comment_id}, or give group_id"
+)
 
 
 @router.post(
@@ -84,7 +80,7 @@ async def parse_vk_async(
         str | None,
         Query(pattern=SCREEN_NAME.pattern, description="or its short name, e.g. `apiclub`"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="newest posts to read")] = 100,
+    limit: PostLimit = 100,
     since: Since = None,
 ) -> ParseJobResponse:
     """Queue `parse_vk_comments`: fetch a community's posts and all their comments."""
@@ -113,35 +109,6 @@ async def parse_vk_async(
     )
 
 
-async def _queue(
-    arq_service: ArqService,
-    principal: Principal,
-    webhook: Webhook,
-    function: str,
-    params: dict[str, Any],
-) -> JobAcceptedResponse:
-    kwargs = {key: value for key, value in params.items() if value is not None}
-    job = await arq_service.enqueue(
-        EnqueueRequest(
-            function_name=function,
-            kwargs=kwargs,
-            notify_url=webhook.url,
-            notify_secret=webhook.secret,
-        ),
-        principal=principal,
-    )
-    return JobAcceptedResponse(
-        message=f"{function} queued",
-        data=JobAcceptedData(
-            job_id=job.job_id,
-            function=job.function,
-            status_url=job.status_url,
-            result_url=job.result_url,
-            params=kwargs,
-        ),
-    )
-
-
 def _refs(comment_ids: str | None) -> list[str] | None:
     if comment_ids is None:
         return None
@@ -155,21 +122,45 @@ def _refs(comment_ids: str | None) -> list[str] | None:
     response_model=JobAcceptedResponse,
     responses=QUEUED,
     description="Queue `analyze_text_morphology` (stored per comment) or `extract_keywords` for "
-    f"comments.\n\nRules the schema cannot state (a 422 names the rule broken): {WEBHOOK_RULE}",
+    "comments.\n\nRules the schema cannot state (a 422 names the rule broken): "
+    f"{UNKNOWN_ID_RULE} (of the community group_id, if given); {AMBIGUOUS_ID_RULE} (the "
+    "422's `detail` and each error's `matches` list the forms that would do). "
+    f"{WEBHOOK_RULE}",
 )
 async def analyze_async(
     arq_service: ArqServiceDep,
+    session: SessionDep,
     principal: PrincipalDep,
     webhook: WebhookDep,
-    comment_ids: CommentIds,
+    comment_ids: CommentRefsOrIds,
     analysis_type: Annotated[
         Literal["morphology", "keywords"], Query(description="what to compute")
     ] = "morphology",
+    group_id: Annotated[
+        VkId | None, Query(description="the community whose comments plain ids name")
+    ] = None,
 ) -> JobAcceptedResponse:
     """Queue `analyze_text_morphology` (stored per comment) or `extract_keywords` for comments."""
     function = "analyze_text_morphology" if analysis_type == "morphology" else "extract_keywords"
-    params = {"comment_ids": _refs(comment_ids)}
-    return await _queue(arq_service, principal, webhook, function, params)
+    resolved = await resolve_comment_refs(
+        session, _refs(comment_ids) or [], owner_id=-group_id if group_id is not None else None
+    )
+    if resolved.unresolved:
+        raise UnresolvedCommentIds(
+            "; ".join(problem.explain() for problem in resolved.unresolved),
+            errors=[
+                {
+                    "loc": ["query", "comment_ids"],
+                    "msg": AMBIGUOUS_ID_RULE if problem.total else UNKNOWN_ID_RULE,
+                    "type": "ambiguous_comment_id" if problem.total else "unknown_comment_id",
+                    "input": str(problem.comment_id),
+                    "matches": problem.matches,
+                }
+                for problem in resolved.unresolved
+            ],
+        )
+    params = {"comment_ids": resolved.refs}
+    return await queue_job(arq_service, principal, webhook, function, params)
 
 
 @router.post(
@@ -189,7 +180,7 @@ async def keywords_async(
     group_id: OptionalGroupId = None,
     post_id: OptionalPostId = None,
     comment_ids: OptionalCommentIds = None,
-    top_n: Annotated[int, Query(ge=1, le=200)] = 20,
+    top_n: TopN = 20,
     since: Since = None,
     until: Until = None,
 ) -> JobAcceptedResponse:
@@ -202,118 +193,7 @@ async def keywords_async(
         "since": since,
         "until": until,
     }
-    return await _queue(arq_service, principal, webhook, "extract_keywords", params)
-
-
-@router.post(
-    "/cleanup/async",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobAcceptedResponse,
-    responses={**QUEUED, 403: {"description": "Needs the admin role"}},
-    description="Queue `cleanup_old_data` (admin): comments, analyses and finished jobs past the "
-    f"cut-off.\n\nRules the schema cannot state (a 422 names the rule broken): {WEBHOOK_RULE}",
-)
-async def cleanup_async(
-    arq_service: ArqServiceDep,
-    principal: PrincipalDep,
-    webhook: WebhookDep,
-    older_than_days: Annotated[int, Query(ge=1, le=36_500)],
-    dry_run: Annotated[bool, Query(description="count only (the default)")] = True,
-) -> JobAcceptedResponse:
-    """Queue `cleanup_old_data` (admin): comments, analyses and finished jobs past the cut-off."""
-    params = {"older_than_days": older_than_days, "dry_run": dry_run}
-    return await _queue(arq_service, principal, webhook, "cleanup_old_data", params)
-
-
-@router.post(
-    "/report/async",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobAcceptedResponse,
-    responses=QUEUED,
-    description="Queue `generate_report`; when complete, download it from `reports/{job_id}`."
-    "\n\nRules the schema cannot state (a 422 names the rule broken): since must be before "
-    f"until, and the period is at most {MAX_PERIOD_DAYS} days. {WEBHOOK_RULE}",
-)
-async def report_async(
-    arq_service: ArqServiceDep,
-    principal: PrincipalDep,
-    webhook: WebhookDep,
-    group_id: GroupId,
-    since: Since = None,
-    until: Until = None,
-    report_format: Annotated[
-        ReportFormat, Query(alias="format", description="the file's format")
-    ] = ReportFormat.JSON,
-    top_n: Annotated[int, Query(ge=1, le=200, description="authors, posts, keywords listed")] = 20,
-) -> JobAcceptedResponse:
-    """Queue `generate_report`; when complete, download it from `reports/{job_id}`."""
-    params = {
-        "group_id": group_id,
-        "since": since,
-        "until": until,
-        "format": report_format,
-        "top_n": top_n,
-    }
-    return await _queue(arq_service, principal, webhook, "generate_report", params)
-
-
-# Declared before `/{comment_ref}`, which `/reports` would otherwise match.
-@router.get("/reports", response_model=ReportPage, responses=STORED)
-async def reports_list(
-    session: SessionDep,
-    principal: PrincipalDep,
-    group_id: OptionalGroupId = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Offset = 0,
-) -> ReportPage:
-    """Your reports (an admin's: everyone's), newest first, without their content."""
-    items, total = await list_reports(
-        session, principal=principal, group_id=group_id, limit=limit, offset=offset
-    )
-    return ReportPage(items=items, total=total, limit=limit, offset=offset)
-
-
-# Declared before `/{comment_ref}/analysis`, which `/reports/analysis` would otherwise match.
-@router.get(
-    "/reports/{report_id}",
-    response_class=Response,
-    responses={
-        200: {
-            "description": "The report file (an attachment)",
-            "content": {"application/json": {}, "text/csv": {}, "text/html": {}},
-        },
-        404: {"description": "No such report, or someone else's"},
-        409: {"description": "Your report's job has not finished yet"},
-        **STORED,
-    },
-)
-async def download_report(
-    session: SessionDep,
-    principal: PrincipalDep,
-    report_id: Annotated[
-        str, Path(pattern=JOB_ID_PATTERN, description="the id of the `generate_report` job")
-    ],
-) -> Response:
-    """A report made by `report/async`: yours, or anyone's for an admin."""
-    report = await get_report(session, report_id, principal=principal)
-    return Response(
-        content=report.content,
-        media_type=report.content_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{report.filename}"',
-            "X-Content-Type-Options": "nosniff",
-            # The page needs its inline styles only: no scripts, no requests.
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-            "Cache-Control": "private, no-cache",
-        },
-    )
-
-
-@router.get("/stats", response_model=list[CommunityStatsOut], responses=STORED)
-async def community_stats(session: SessionDep, principal: PrincipalDep) -> list[CommunityStatsOut]:
-    """Per-community aggregates as of the last `update_statistics` run (see `computed_at`)."""
-    rows = await list_statistics(session)
-    return [CommunityStatsOut.model_validate(row) for row in rows]
+    return await queue_job(arq_service, principal, webhook, "extract_keywords", params)
 
 
 @router.get("", response_model=CommentPage, responses=STORED)

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from src.admin.reports import ReportOut
+from src.arq.schemas import EnqueueResponse
+from src.schemas import Page
 
-# VK ids are stored as BIGINT and travel through Redis as JSON (64-bit integers): a larger one is
-# refused at the edge with a 422, never discovered in the database or the queue.
-VK_ID_MAX = 2**63 - 1
 # A comment reference with at most 18 digits a side fits in BIGINT (real VK ids are far shorter).
 COMMENT_REF_PATTERN = r"^-?[0-9]{1,18}_[0-9]{1,18}$"
 # A comma-separated list of 1 to 1000 of them, as the `comment_ids` query parameter takes it.
 COMMENT_REFS_PATTERN = r"^ *-?[0-9]{1,18}_[0-9]{1,18} *(, *-?[0-9]{1,18}_[0-9]{1,18} *){0,999}$"
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
-
-
-def _iso_only(value: Any) -> Any:
-    # Pydantic would read `0.5` or `1700000000` as a Unix time; the API speaks ISO 8601 only.
-    if isinstance(value, str) and not _ISO_DATE.match(value.strip()):
-        raise ValueError("must be an ISO 8601 date-time with a timezone, e.g. 2026-01-01T00:00:00Z")
-    return value
-
-
-IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
-"""A query parameter's date-time: ISO 8601 with a timezone (`Z` or `+03:00`), nothing else."""
 
 
 class AttachmentOut(BaseModel):
@@ -81,13 +66,8 @@ class PostOut(BaseModel):
     skip_reason: str | None
 
 
-class CommentPage(BaseModel):
+class CommentPage(Page[CommentOut]):
     """One page of comments, newest first, and how many match in all."""
-
-    items: list[CommentOut]
-    total: int
-    limit: int
-    offset: int
 
 
 class ParseJobData(BaseModel):
@@ -108,22 +88,6 @@ class ParseJobResponse(BaseModel):
     data: ParseJobData
 
 
-class JobAcceptedData(BaseModel):
-    job_id: str
-    function: str
-    status_url: str
-    result_url: str
-    params: dict[str, Any]
-
-
-class JobAcceptedResponse(BaseModel):
-    """A queued analysis job (the seed's shape, with the job's parameters)."""
-
-    success: bool = True
-    message: str
-    data: JobAcceptedData
-
-
 class AnalysisOut(BaseModel):
     """The stored morphology of one comment."""
 
@@ -140,10 +104,23 @@ class AnalysisOut(BaseModel):
     stale: bool = Field(False, description="the comment's text changed since it was analysed")
 
 
-class ReportPage(BaseModel):
-    """One page of stored reports, newest first, and how many there are in all."""
+class PipelineData(BaseModel):
+    group_id: int
+    limit: int = Field(description="newest posts parsed")
+    format: str = Field(description="the report's file format")
+    top_n: int = Field(description="authors, posts and keywords the report lists")
+    jobs: list[EnqueueResponse] = Field(
+        description="parse, morphology of the comments without a stored analysis, the "
+        "community's statistics, the report, in this order: each one `waiting` until the one "
+        "before it has completed (a failed step fails the ones after it with `DependencyFailed`)"
+    )
+    report_id: str = Field(description="the report's job id (the last job)")
+    download_url: str = Field(description="where the report downloads once its job is complete")
 
-    items: list[ReportOut]
-    total: int
-    limit: int
-    offset: int
+
+class PipelineResponse(BaseModel):
+    """A community's pipeline, queued as one chain of jobs (all of them or none)."""
+
+    success: bool = True
+    message: str
+    data: PipelineData

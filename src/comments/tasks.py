@@ -7,14 +7,14 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 
-from src.arq.context import JobContext
+from src.arq.context import JobContext, Resource, WorkerContext, provide
 from src.arq.exceptions import RetryLater
-from src.arq.registry import registry
+from src.arq.registry import TaskRegistry
 from src.comments.analysis import (
     CHUNK,
     CommentText,
@@ -27,17 +27,20 @@ from src.comments.analysis import (
     parse_ref,
     period_conditions,
     ref_of,
+    unanalysed,
 )
 from src.comments.exceptions import VKNotConfigured
 from src.comments.models import Comment
 from src.comments.parsing import CommunityParser
-from src.comments.schemas import COMMENT_REF_PATTERN, VK_ID_MAX
+from src.comments.schemas import COMMENT_REF_PATTERN
 from src.config import load
 from src.morphology.analyzer import MorphAnalyzer, create_analyzer
 from src.morphology.keywords import CorpusStats, Keyword, KeywordExtractor
+from src.schemas import VK_ID_MAX, VkId, check_aware, exactly_one
+from src.vk import breaker as vk_circuit
 from src.vk.client import VKClient
 from src.vk.config import VKSettings
-from src.vk.exceptions import VKRetryableError
+from src.vk.exceptions import VKRetryableError, VKUnavailable
 from src.vk.ratelimit import RedisRateLimiter
 
 SCREEN_NAME = re.compile(r"^[A-Za-z0-9_.]{2,64}$")
@@ -45,14 +48,17 @@ SCREEN_NAME = re.compile(r"^[A-Za-z0-9_.]{2,64}$")
 # and runs again when the budget allows, rather than sleeping in the slot.
 MAX_RATE_WAIT_SECONDS = 5.0
 
+tasks = TaskRegistry()
+# The VK circuit breaker's state in the health details.
+tasks.on_service(vk_circuit.install)
 
-def exactly_one(*names: str) -> dict[str, Any]:
-    """JSON Schema of a `give either … or …` rule: exactly one of the fields, and not null."""
-    return {
-        "oneOf": [
-            {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in names
-        ]
-    }
+# What this package's start-up hooks put into the worker context (None: no VK token set).
+VK_CLIENT: Resource[VKClient | None] = Resource("vk_client")
+MORPH: Resource[MorphAnalyzer] = Resource("morph")
+
+# Limits stated once: the tasks' arguments and the endpoints' query parameters share them.
+PostLimit = Annotated[int, Field(ge=1, le=10_000, description="newest posts to read")]
+TopN = Annotated[int, Field(ge=1, le=200)]
 
 
 class ParseVKCommentsArgs(BaseModel):
@@ -66,16 +72,14 @@ class ParseVKCommentsArgs(BaseModel):
         },
     )
 
-    group_id: int | None = Field(
-        None, gt=0, le=VK_ID_MAX, description="the community's id", examples=[1]
-    )
+    group_id: VkId | None = Field(None, description="the community's id", examples=[1])
     screen_name: str | None = Field(
         None,
         description="or its short name (e.g. `apiclub`)",
         examples=["apiclub"],
         json_schema_extra={"pattern": SCREEN_NAME.pattern},
     )
-    limit: int = Field(100, ge=1, le=10_000, description="newest posts to read")
+    limit: PostLimit = 100
     post_ids: list[int] | None = Field(
         None,
         max_length=1000,
@@ -102,12 +106,7 @@ class ParseVKCommentsArgs(BaseModel):
             raise ValueError(f"post ids are at most {VK_ID_MAX}")
         return value
 
-    @field_validator("since")
-    @classmethod
-    def _check_since(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a timezone, e.g. 2026-01-01T00:00:00Z")
-        return value
+    _aware = field_validator("since")(check_aware)
 
     @model_validator(mode="after")
     def _one_community(self) -> Self:
@@ -116,31 +115,33 @@ class ParseVKCommentsArgs(BaseModel):
         return self
 
 
-@registry.on_worker_startup
-async def open_vk_client(ctx: dict[str, Any]) -> None:
+@tasks.on_worker_startup
+async def open_vk_client(ctx: WorkerContext) -> None:
     """One VK client per worker process, sharing the token's request budget through Redis."""
     settings = load(VKSettings)
     if settings.token is None:
-        ctx["vk_client"] = None
+        provide(ctx, VK_CLIENT, None)
         return
-    ctx["vk_client"] = VKClient(
+    client = VKClient(
         settings,
         limiter=RedisRateLimiter.from_settings(ctx["redis"], settings),
         max_rate_wait=MAX_RATE_WAIT_SECONDS,
+        breaker=vk_circuit.vk_breaker(ctx["redis"], settings),
     )
+    provide(ctx, VK_CLIENT, client)
 
 
-@registry.on_worker_shutdown
-async def close_vk_client(ctx: dict[str, Any]) -> None:
-    client: VKClient | None = ctx.get("vk_client")
+@tasks.on_worker_shutdown
+async def close_vk_client(ctx: WorkerContext) -> None:
+    client = VK_CLIENT.get(ctx, None)
     if client is not None:
         await client.aclose()
 
 
-@registry.task(args=ParseVKCommentsArgs, timeout=3600)
+@tasks.task(args=ParseVKCommentsArgs, timeout=3600)
 async def parse_vk_comments(ctx: JobContext, args: ParseVKCommentsArgs) -> dict[str, Any]:
     """Fetch a VK community's posts and all their comments (threads included) and store them."""
-    client: VKClient | None = ctx.get("vk_client")  # type: ignore[assignment]
+    client = VK_CLIENT.get(ctx)
     if client is None:
         raise VKNotConfigured()
     parser = CommunityParser(
@@ -158,6 +159,9 @@ async def parse_vk_comments(ctx: JobContext, args: ParseVKCommentsArgs) -> dict[
             post_ids=args.post_ids,
             since=args.since,
         )
+    except VKUnavailable as exc:
+        # VK's circuit is open: wait it out without spending a try.
+        raise RetryLater(exc.reason, defer=exc.retry_after, keep_try=True) from exc
     except VKRetryableError as exc:
         # Stored posts stay stored; the next try continues with the rest.
         raise RetryLater(f"VK: {exc.detail}", defer=exc.retry_after) from exc
@@ -176,13 +180,6 @@ def _check_refs(value: list[str] | None) -> list[str] | None:
                 raise ValueError(f"ids in {ref!r} are at most {VK_ID_MAX}")
         if len(set(value)) != len(value):
             raise ValueError("each comment once")
-    return value
-
-
-def check_aware(value: datetime | None) -> datetime | None:
-    """A validator of `since`/`until`: a time without a timezone is refused."""
-    if value is not None and value.tzinfo is None:
-        raise ValueError("needs a timezone, e.g. 2026-01-01T00:00:00Z")
     return value
 
 
@@ -251,10 +248,10 @@ class KeywordsArgs(BaseModel):
         },
     )
 
-    group_id: int | None = Field(None, gt=0, le=VK_ID_MAX, examples=[1])
-    post_id: int | None = Field(None, gt=0, le=VK_ID_MAX, description="one post of the community")
+    group_id: VkId | None = Field(None, examples=[1])
+    post_id: VkId | None = Field(None, description="one post of the community")
     comment_ids: list[str] | None = CommentRefs
-    top_n: int = Field(20, ge=1, le=200)
+    top_n: TopN = 20
     since: datetime | None = None
     until: datetime | None = None
 
@@ -286,13 +283,18 @@ class BatchArgs(BaseModel):
     )
 
     comment_ids: list[str] | None = CommentRefs
-    group_id: int | None = Field(None, gt=0, le=VK_ID_MAX)
+    group_id: VkId | None = None
     operations: list[Operation] = Field(
         min_length=1,
         description="`morphology` (stored per comment) and/or `keywords`, each operation once",
         json_schema_extra={"uniqueItems": True},
     )
-    top_n: int = Field(20, ge=1, le=200)
+    top_n: TopN = 20
+    only_unanalysed: bool = Field(
+        False,
+        description="only the comments that have no stored analysis yet (the new ones since "
+        "the last morphology); an analysis of an older text still counts as stored",
+    )
 
     _refs = field_validator("comment_ids")(_check_refs)
 
@@ -305,10 +307,10 @@ class BatchArgs(BaseModel):
         return self
 
 
-@registry.on_worker_startup
-async def open_analyzer(ctx: dict[str, Any]) -> None:
+@tasks.on_worker_startup
+async def open_analyzer(ctx: WorkerContext) -> None:
     """One morphological analyzer per worker process (the dictionaries load once)."""
-    ctx["morph"] = create_analyzer()
+    provide(ctx, MORPH, create_analyzer())
 
 
 def _keywords_result(keywords: list[Keyword], *, documents: int, ranked: bool) -> dict[str, Any]:
@@ -319,10 +321,10 @@ def _keywords_result(keywords: list[Keyword], *, documents: int, ranked: bool) -
     }
 
 
-@registry.task(args=AnalyzeArgs, timeout=600)
+@tasks.task(args=AnalyzeArgs, timeout=600)
 async def analyze_text_morphology(ctx: JobContext, args: AnalyzeArgs) -> dict[str, Any]:
     """Lemmas, parts of speech and grammemes of a text, or of stored comments (stored too)."""
-    morph: MorphAnalyzer = ctx["morph"]  # type: ignore[typeddict-item]
+    morph = MORPH.get(ctx)
     if args.text is not None:
         text = args.text
         # Up to 100 000 characters: about a second of CPU, kept off the event loop.
@@ -347,10 +349,10 @@ async def analyze_text_morphology(ctx: JobContext, args: AnalyzeArgs) -> dict[st
     }
 
 
-@registry.task(args=KeywordsArgs, timeout=1800)
+@tasks.task(args=KeywordsArgs, timeout=1800)
 async def extract_keywords(ctx: JobContext, args: KeywordsArgs) -> dict[str, Any]:
     """Keywords of a set of comments, ranked against the community's other comments."""
-    morph: MorphAnalyzer = ctx["morph"]  # type: ignore[typeddict-item]
+    morph = MORPH.get(ctx)
     sessionmaker = ctx["sessionmaker"]
     extractor = KeywordExtractor(morph.settings, analyzer=morph)
     # Counts only (bounded, see `TermTally`): the analysed comments are dropped page by page.
@@ -390,23 +392,26 @@ async def extract_keywords(ctx: JobContext, args: KeywordsArgs) -> dict[str, Any
     return _keywords_result(keywords, documents=tally.documents, ranked=background is not None)
 
 
-@registry.task(args=BatchArgs, timeout=3600)
+@tasks.task(args=BatchArgs, timeout=3600)
 async def process_batch_comments(ctx: JobContext, args: BatchArgs) -> dict[str, Any]:
-    """Run `morphology` (stored per comment) and/or `keywords` over stored comments."""
-    morph: MorphAnalyzer = ctx["morph"]  # type: ignore[typeddict-item]
+    """Run `morphology` (stored per comment) and/or `keywords` over stored comments (or only
+    over those without a stored analysis)."""
+    morph = MORPH.get(ctx)
     sessionmaker = ctx["sessionmaker"]
     extractor = KeywordExtractor(morph.settings, analyzer=morph)
     tally = extractor.new_tally()
     counting = (extractor, tally) if "keywords" in args.operations else None
+    new_only = [unanalysed()] if args.only_unanalysed else []
     processed = 0
     chunks: AsyncIterator[Sequence[CommentText]]
     if args.comment_ids is not None:
-        total = len(args.comment_ids)
         refs = [parse_ref(ref) for ref in args.comment_ids]
         async with sessionmaker() as reader:
-            chunks = _in_chunks(await comments_by_ref(reader, refs))
+            found = await comments_by_ref(reader, refs, where=new_only)
+        total = len(found) if args.only_unanalysed else len(args.comment_ids)
+        chunks = _in_chunks(found)
     else:
-        conditions = comment_conditions(owner_id=-(args.group_id or 0))
+        conditions = [*comment_conditions(owner_id=-(args.group_id or 0)), *new_only]
         async with sessionmaker() as reader:
             count = await reader.scalar(select(func.count()).where(*conditions))
         total = int(count or 0)
@@ -420,6 +425,8 @@ async def process_batch_comments(ctx: JobContext, args: BatchArgs) -> dict[str, 
         processed += len(chunk)
         await ctx["progress"](100 * processed / max(1, total), f"{processed} of {total}")
     result: dict[str, Any] = {"comments": processed, "operations": args.operations}
+    if args.only_unanalysed:
+        result["only_unanalysed"] = True
     if "morphology" in args.operations:
         result["analyses_stored"] = processed
     if "keywords" in args.operations:

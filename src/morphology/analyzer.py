@@ -20,13 +20,14 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 from src.config import load
 from src.morphology.config import MorphologySettings
 from src.morphology.exceptions import EmptyText, NoCyrillicText, TextTooLong
+from src.morphology.metrics import PARSE_CACHE
 from src.morphology.tokenizer import (
     TOKEN_PATTERN,
     Mention,
@@ -230,25 +231,13 @@ class MorphAnalyzer:
         self._morph = morph if morph is not None else shared_pymorphy()
         # Distinct tags number in the low thousands: one shared tuple per tag.
         self._tags: dict[str, tuple[str, ...]] = {}
-        # functools' C LRU: thread-safe, never holds more than `maxsize` entries.
-        self._lookup = lru_cache(maxsize=self.settings.cache_size)(self._parse_uncached)
-
-    def _parse_uncached(self, word: str) -> WordParse:
-        parses = self._morph.parse(word)
-        if not parses:
-            return _unknown(word)
-        best = parses[0]
-        tag_text = str(best.tag)
-        grammemes = self._tags.get(tag_text)
-        if grammemes is None:
-            grammemes = tuple(sys.intern(g) for g in tag_text.replace(" ", ",").split(","))
-            self._tags[tag_text] = grammemes
-        pos = best.tag.POS
-        if pos is not None:
-            pos = sys.intern(str(pos))  # pymorphy3's grammeme str subclass does not pickle
-        elif "LATN" in grammemes or "ROMN" in grammemes:
-            pos = "LATN"
-        return WordParse(sys.intern(str(best.normal_form)), pos, grammemes)
+        # functools' C LRU: thread-safe, never holds more than `maxsize` entries. It counts its
+        # hits and misses, which the metrics read at scrape time (nothing is counted per word);
+        # it must not refer to `self`, so that the metrics' hold on it does not keep `self`.
+        self._lookup = lru_cache(maxsize=self.settings.cache_size)(
+            partial(_parse_uncached, self._morph, self._tags)
+        )
+        PARSE_CACHE.track(self, self._lookup)
 
     @property
     def morph(self) -> Pymorphy:
@@ -267,7 +256,7 @@ class MorphAnalyzer:
         )
 
     def clear_cache(self) -> None:
-        self._lookup.cache_clear()
+        PARSE_CACHE.clear(self._lookup)  # empties it, keeping its hits and misses counted
 
     def analyze_text(
         self, text: str, *, require_cyrillic: bool = False, allow_empty: bool = False
@@ -364,6 +353,24 @@ class MorphAnalyzer:
             required = {gender, "sing", "nomn"}
         inflected = head_parse.inflect(required)
         return f"{inflected.word if inflected is not None else head} {noun}"
+
+
+def _parse_uncached(morph: Pymorphy, tags: dict[str, tuple[str, ...]], word: str) -> WordParse:
+    parses = morph.parse(word)
+    if not parses:
+        return _unknown(word)
+    best = parses[0]
+    tag_text = str(best.tag)
+    grammemes = tags.get(tag_text)
+    if grammemes is None:
+        grammemes = tuple(sys.intern(g) for g in tag_text.replace(" ", ",").split(","))
+        tags[tag_text] = grammemes
+    pos = best.tag.POS
+    if pos is not None:
+        pos = sys.intern(str(pos))  # pymorphy3's grammeme str subclass does not pickle
+    elif "LATN" in grammemes or "ROMN" in grammemes:
+        pos = "LATN"
+    return WordParse(sys.intern(str(best.normal_form)), pos, grammemes)
 
 
 def _unknown(word: str) -> WordParse:

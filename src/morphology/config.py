@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from src.config import split_list
 
 # OpenCorpora parts of speech (pymorphy3's `OpencorporaTag.PARTS_OF_SPEECH`) plus LATN, which
 # this package reports as the part of speech of Latin words (pymorphy3 gives them no POS).
@@ -32,16 +33,6 @@ KNOWN_POS: frozenset[str] = frozenset(
         "LATN",
     }
 )
-
-
-def _split_list(value: Any) -> Any:
-    """Accept a JSON list or a comma-separated string (the form env variables use)."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped.startswith("["):
-            return json.loads(stripped)
-        return [item for item in (part.strip() for part in stripped.split(",")) if item]
-    return value
 
 
 class MorphologySettings(BaseSettings):
@@ -78,7 +69,7 @@ class MorphologySettings(BaseSettings):
     @field_validator("content_pos", mode="before")
     @classmethod
     def _split_content_pos(cls, value: Any) -> Any:
-        return _split_list(value)
+        return split_list(value)
 
     @field_validator("content_pos")
     @classmethod
@@ -95,7 +86,7 @@ class MorphologySettings(BaseSettings):
     @field_validator("extra_stop_words", mode="before")
     @classmethod
     def _split_stop_words(cls, value: Any) -> Any:
-        return _split_list(value)
+        return split_list(value)
 
     @field_validator("extra_stop_words")
     @classmethod

@@ -2,22 +2,36 @@
 
 The access token travels only as `access_token` in the POST form body: never in the URL, a log
 record, an error message or a repr. Any text VK or the network sends back is scrubbed of it
-before it reaches an error.
+before it reaches an error. The calls themselves are built in `src.vk.calls`, VK's answers read
+in `src.vk.responses`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias
+from typing import Any, Literal, Self
 
 import httpx
 
+from src.breakers import CircuitBreaker
+from src.vk import metrics
+from src.vk.breaker import CircuitRequest
+from src.vk.calls import (
+    MAX_COUNT,
+    Call,
+    Params,
+    ParamValue,
+    check_method,
+    comments_call,
+    posts_call,
+    render_execute_code,
+    screen_name_from,
+)
 from src.vk.config import VKSettings
 from src.vk.exceptions import (
     VKAuthError,
@@ -28,23 +42,29 @@ from src.vk.exceptions import (
     VKResponseTooBig,
     VKRetryableError,
     VKThrottled,
+    VKUnavailable,
     error_from_vk,
 )
 from src.vk.ratelimit import RateLimiter
+from src.vk.responses import as_int, as_page, parse_response
+
+# The call builders were defined here first; importers still find them under this module.
+__all__ = [
+    "MAX_COUNT",
+    "Call",
+    "ParamValue",
+    "Params",
+    "VKClient",
+    "comments_call",
+    "posts_call",
+    "render_execute_code",
+    "screen_name_from",
+]
 
 logger = logging.getLogger(__name__)
 
-ParamValue: TypeAlias = str | int | float | bool | Sequence[str | int] | None
-Params: TypeAlias = Mapping[str, ParamValue]
-Call: TypeAlias = tuple[str, Params]
-"""One API call: `("wall.getComments", {"owner_id": -1, "post_id": 2})`."""
-
-MAX_COUNT = 100
-# Method names go into VKScript verbatim, so only `section.name` shapes are allowed.
-METHOD_NAME = re.compile(r"^[a-z]+\.[a-zA-Z]+$")
 # Errors no other call of the batch can get past: fail the whole request.
-FATAL_ERRORS = (VKAuthError, VKNeedsHuman)
-SCREEN_NAME_URL = re.compile(r"^(?:https?://)?(?:m\.)?vk\.(?:com|ru)/", re.IGNORECASE)
+FATAL_ERRORS = (VKAuthError, VKNeedsHuman, VKUnavailable)
 
 
 def _form_value(value: str | int | float | bool | Sequence[str | int]) -> str:
@@ -55,78 +75,9 @@ def _form_value(value: str | int | float | bool | Sequence[str | int]) -> str:
     return ",".join(str(item) for item in value)
 
 
-def _script_value(value: str | int | float | bool | Sequence[str | int]) -> str | int | float:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str | int | float):
-        return value
-    return ",".join(str(item) for item in value)
-
-
-def render_execute_code(calls: Sequence[Call]) -> str:
-    """VKScript returning the results of `calls` in order: `return [API.m({...}), ...];`."""
-    parts = []
-    for method, params in calls:
-        _check_method(method)
-        arguments = {key: _script_value(v) for key, v in params.items() if v is not None}
-        rendered = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
-        parts.append(f"API.{method}({rendered})")
-    return "return [" + ",".join(parts) + "];"
-
-
-def _check_method(method: str) -> None:
-    if not METHOD_NAME.fullmatch(method):
-        raise ValueError(f"not a VK API method name: {method!r}")
-
-
-def _check_count(count: int) -> None:
-    if not 0 < count <= MAX_COUNT:
-        raise ValueError(f"count must be between 1 and {MAX_COUNT}, got {count}")
-
-
-def posts_call(owner_id: int, offset: int = 0, count: int = MAX_COUNT) -> Call:
-    """The `wall.get` call for one page of a wall (newest first)."""
-    _check_count(count)
-    return "wall.get", {"owner_id": owner_id, "offset": offset, "count": count, "filter": "all"}
-
-
-def comments_call(
-    owner_id: int,
-    post_id: int,
-    offset: int = 0,
-    count: int = MAX_COUNT,
-    comment_id: int | None = None,
-    thread_items_count: int = 10,
-    sort: Literal["asc", "desc"] = "asc",
-) -> Call:
-    """The `wall.getComments` call for one page of a post's comments (or of one thread)."""
-    _check_count(count)
-    if not 0 <= thread_items_count <= 10:
-        raise ValueError(f"thread_items_count must be between 0 and 10, got {thread_items_count}")
-    params: dict[str, ParamValue] = {
-        "owner_id": owner_id,
-        "post_id": post_id,
-        "offset": offset,
-        "count": count,
-        "sort": sort,
-        "need_likes": 1,
-        "extended": 0,
-        "preview_length": 0,
-        "thread_items_count": thread_items_count,
-    }
-    if comment_id is not None:
-        params["comment_id"] = comment_id
-    return "wall.getComments", params
-
-
-def screen_name_from(text: str) -> str:
-    """`club1` from `club1`, `@club1`, `vk.com/club1` or `https://vk.com/club1?w=x`."""
-    name = SCREEN_NAME_URL.sub("", text.strip()).lstrip("@")
-    return re.split(r"[/?#]", name, maxsplit=1)[0]
-
-
 class VKClient:
-    """Calls VK API methods under a shared rate limit, retrying transient failures."""
+    """Calls VK API methods under a shared rate limit and circuit breaker, retrying transient
+    failures."""
 
     def __init__(
         self,
@@ -135,10 +86,14 @@ class VKClient:
         limiter: RateLimiter,
         http: httpx.AsyncClient | None = None,
         max_rate_wait: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        """`max_rate_wait`: raise `VKThrottled` instead of waiting longer than this for a slot."""
+        """`max_rate_wait`: raise `VKThrottled` instead of waiting longer than this for a slot.
+        `breaker` (`src.vk.breaker.vk_breaker`): raise `VKUnavailable` without sending anything
+        while VK's circuit is open."""
         self.settings = settings
         self.limiter = limiter
+        self.breaker = breaker
         self.max_rate_wait = max_rate_wait
         self._own_http = http is None
         self._http = http if http is not None else httpx.AsyncClient(timeout=settings.timeout)
@@ -170,7 +125,7 @@ class VKClient:
 
     async def call(self, method: str, **params: ParamValue) -> Any:
         """Call one API method and return its `response`."""
-        _check_method(method)
+        check_method(method)
         body = await self._request(method, params)
         return body["response"]
 
@@ -179,7 +134,7 @@ class VKClient:
     ) -> dict[str, Any]:
         """One page of a wall: `{"count": N, "items": [post, ...]}`."""
         method, params = posts_call(owner_id, offset, count)
-        return _page(await self.call(method, **params), method)
+        return as_page(await self.call(method, **params), method)
 
     async def get_comments(
         self,
@@ -195,7 +150,7 @@ class VKClient:
         method, params = comments_call(
             owner_id, post_id, offset, count, comment_id, thread_items_count, sort
         )
-        return _page(await self.call(method, **params), method)
+        return as_page(await self.call(method, **params), method)
 
     async def resolve_screen_name(self, name: str) -> dict[str, Any] | None:
         """`{"object_id": id, "type": "group" | "page" | "user" | ...}`, or None if unknown."""
@@ -235,7 +190,7 @@ class VKClient:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         for method, _ in calls:
-            _check_method(method)
+            check_method(method)
         results: list[Any | VKError] = [None] * len(calls)
         size = self.settings.execute_batch
         chunks = [list(range(i, min(i + size, len(calls)))) for i in range(0, len(calls), size)]
@@ -279,6 +234,8 @@ class VKClient:
             error = results[retry[0]]
             assert isinstance(error, VKRetryableError)
             delay = self._backoff(attempt, error)
+            if metrics.is_too_many_requests(error):
+                metrics.observe_wait(metrics.WaitReason.TOO_MANY_REQUESTS, delay)
             logger.warning(
                 "VK execute: %d inner call(s) failed transiently (%s); retry %d/%d in %.2f s",
                 len(retry),
@@ -328,11 +285,9 @@ class VKClient:
         if position is None:
             return VKError("the call failed inside execute without an error", method=method)
         entry = errors.pop(position)
-        error = error_from_vk(
-            _as_int(entry.get("error_code")),
-            self._redact(str(entry.get("error_msg", ""))),
-            method=method,
-        )
+        code = as_int(entry.get("error_code"))
+        metrics.count_error(code)
+        error = error_from_vk(code, self._redact(str(entry.get("error_msg", ""))), method=method)
         if isinstance(error, FATAL_ERRORS):
             raise error
         return error
@@ -349,22 +304,32 @@ class VKClient:
     # -- transport -------------------------------------------------------------------------
 
     async def _request(self, method: str, params: Params) -> dict[str, Any]:
-        """POST one method under the rate limit, retrying transient failures with backoff."""
+        """POST one method under the circuit breaker and the rate limit, retrying transient
+        failures with backoff, but not past a failure that opened the circuit."""
         attempt = 0
         while True:
-            await self._acquire(method)
+            request = CircuitRequest(self.breaker, method)
             try:
-                return await self._send(method, params)
-            except VKRateLimitReached:
-                # A method's own limit lasts hours: the caller must defer, not this loop sleep.
+                async with request:
+                    await self._acquire(method)
+                    return await self._send(method, params)
+            except (VKRateLimitReached, VKThrottled):
+                # A method's own limit lasts hours, the limiter's wait is the caller's to spend:
+                # the caller defers, this loop does not sleep.
                 raise
             except VKRetryableError as exc:
-                if attempt >= self.settings.max_retries:
+                if request.opened or attempt >= self.settings.max_retries:
                     logger.warning(
-                        "VK %s: giving up after %d tries: %s", method, attempt + 1, exc.detail
+                        "VK %s: giving up after %d tries%s: %s",
+                        method,
+                        attempt + 1,
+                        " (the circuit is open now)" if request.opened else "",
+                        exc.detail,
                     )
                     raise
                 delay = self._backoff(attempt, exc)
+                if metrics.is_too_many_requests(exc):
+                    metrics.observe_wait(metrics.WaitReason.TOO_MANY_REQUESTS, delay)
                 logger.info(
                     "VK %s: %s; retry %d/%d in %.2f s",
                     method,
@@ -377,13 +342,15 @@ class VKClient:
                 attempt += 1
 
     async def _acquire(self, method: str) -> None:
+        started = time.monotonic()
         if self.max_rate_wait is None:
             await self.limiter.acquire()
-            return
-        while (wait := await self.limiter.try_acquire()) > 0:
-            if wait > self.max_rate_wait:
-                raise VKThrottled(wait, method=method)
-            await asyncio.sleep(wait)
+        else:
+            while (wait := await self.limiter.try_acquire()) > 0:
+                if wait > self.max_rate_wait:
+                    raise VKThrottled(wait, method=method)
+                await asyncio.sleep(wait)
+        metrics.observe_wait(metrics.WaitReason.LIMITER, time.monotonic() - started)
 
     def _backoff(self, attempt: int, error: VKRetryableError) -> float:
         """Exponential, at least VK's suggestion, capped, with jitter (half to all of it)."""
@@ -409,36 +376,23 @@ class VKClient:
                 f"no answer within {self.settings.timeout:g} s ({type(exc).__name__})",
                 method=method,
             )
+            outcome = metrics.Outcome.TIMEOUT
         except httpx.TransportError as exc:
             failure = VKRetryableError(
                 f"connection failed ({type(exc).__name__}: {self._redact(str(exc))})",
                 method=method,
             )
+            outcome = metrics.Outcome.NETWORK_ERROR
         # Raised outside `except`: httpx's error holds the request, whose body holds the token.
         if failure is not None:
+            metrics.count_request(method, outcome)
             raise failure
-        return self._parse(method, response)
-
-    def _parse(self, method: str, response: httpx.Response) -> dict[str, Any]:
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise VKRetryableError(f"HTTP {status}", method=method)
-        if status >= 400:
-            raise VKError(f"HTTP {status}", method=method)
         try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise VKRetryableError("the answer is not a JSON object", method=method)
-        if isinstance(error := body.get("error"), dict):
-            raise error_from_vk(
-                _as_int(error.get("error_code")),
-                self._redact(str(error.get("error_msg", ""))),
-                method=method,
-            )
-        if "response" not in body:
-            raise VKError("the answer has neither `response` nor `error`", method=method)
+            body = parse_response(method, response, redact=self._redact)
+        except VKError as exc:
+            metrics.count_failed_request(method, response.status_code, exc)
+            raise
+        metrics.count_request(method, metrics.Outcome.OK)
         return body
 
     def _redact(self, text: str) -> str:
@@ -446,17 +400,3 @@ class VKClient:
         if token is not None and token.get_secret_value():
             text = text.replace(token.get_secret_value(), "***")
         return text
-
-
-def _page(result: Any, method: str) -> dict[str, Any]:
-    if not isinstance(result, dict) or not isinstance(result.get("items"), list):
-        raise VKError("the answer is not a page of items", method=method)
-    return result
-
-
-def _as_int(value: object) -> int:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return 0

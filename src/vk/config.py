@@ -29,6 +29,17 @@ class VKSettings(BaseSettings):
     # Requests leave a little after their slot is granted and VK counts them on arrival, so the
     # limiter's window is a little longer than a second.
     rate_window_slack: float = Field(0.1, ge=0, le=1, description="seconds added to the window")
+    # The circuit breaker, shared by every worker through Redis (`src.vk.breaker`).
+    breaker_failures: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="failed requests in a row (network errors, timeouts, 5xx, VK errors 1 and 10)"
+        " that open the VK circuit; 0: no breaker",
+    )
+    breaker_cooldown: float = Field(
+        30, gt=0, le=3600, description="seconds an open circuit refuses requests before a probe"
+    )
 
     @field_validator("api_url")
     @classmethod

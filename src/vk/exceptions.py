@@ -4,6 +4,7 @@
 | --------------------- | ---------------------- | --------------------------------------------- |
 | `VKRetryableError`    | 1, 6, 9, 10, network   | retry after `retry_after` s (the client does) |
 | `VKRateLimitReached`  | 29                     | pause long (defer the job), fail if it stays  |
+| `VKUnavailable`       | (its circuit is open)  | wait `retry_after` s without spending a try   |
 | `VKAuthError`         | 5                      | fail fast: the token is invalid or expired    |
 | `VKNeedsHuman`        | 14, 17                 | fail: captcha or validation needs a person    |
 | `VKAccessDenied`      | 15, 18, 19, 30, 212    | skip that object, record `code` + message     |
@@ -89,6 +90,22 @@ class VKThrottled(VKRetryableError):
     def __init__(self, wait: float, *, method: str = "") -> None:
         self.wait = wait
         super().__init__(f"rate limiter: next slot in {wait:.2f} s", method=method)
+
+    @property
+    def retry_after(self) -> float:
+        return self.wait
+
+
+class VKUnavailable(VKError):
+    """VK's circuit is open (it kept failing): no request is sent until the cool-down ends, or
+    while another caller probes it. `reason` says until when; wait `retry_after` seconds."""
+
+    status_code = 503
+
+    def __init__(self, reason: str, *, retry_after: float, method: str = "") -> None:
+        self.reason = reason
+        self.wait = retry_after
+        super().__init__(reason, method=method, detail=reason)
 
     @property
     def retry_after(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,15 @@ async def wait_for(
             return body
         await asyncio.sleep(0.02)
     raise AssertionError(f"job {job_id} never reached {statuses}: {body}")
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Wait (bounded) until the server-side `condition` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 def at(body: dict[str, Any], field: str) -> datetime:

@@ -14,12 +14,24 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
+from arq.connections import RedisSettings, create_pool
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from sqlalchemy import text
 
 from src.arq.config import ArqSettings
+from src.arq.queue import JobQueue
+from src.arq.reconcile import reconcile
 from src.arq.registry import TaskRegistry
+from src.arq.scripts import CLAIM_SCRIPT, RETRY_KEY_SECONDS
 from src.arq.worker import worker_options
 from src.config import Settings
-from tests.arq.helpers import API, enqueue, wait_for
+from tests.arq.helpers import API, enqueue, status, wait_for
 from tests.conftest import WorkerHandle, client_for, headers
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -115,6 +127,100 @@ async def test_flushall_mid_run_loses_no_job_and_runs_none_twice(
     done = [await wait_for(client, job_id, timeout=60) for job_id in job_ids]
     assert [job["status"] for job in done] == ["complete"] * 24
     assert sorted(runs(log)) == sorted(job_ids)  # every job ran, and exactly once
+
+
+async def test_job_redis_loses_between_claim_and_run_is_queued_again_not_failed(
+    setup: tuple[Any, WorkerHandle], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """The flush lands after a worker claimed the job and before it read the job's data: ARQ
+    would fail it as "job expired"; the history still holds it, so it runs, once."""
+    client, handle = setup
+    log = tmp_path / "runs.log"
+    response = await enqueue(client, "tick", kwargs={"log": str(log), "seconds": 0})
+    job_id = response.json()["job_id"]
+    redis = private_redis.client()
+    queue_name = ArqSettings(_env_file=None).queue_name  # type: ignore[call-arg]
+    lease_ms, now = 60_000, int(time.time() * 1000)
+    claimed = redis.eval(
+        CLAIM_SCRIPT,
+        2,
+        queue_name,
+        abort_jobs_ss,
+        now,
+        1,
+        lease_ms,
+        in_progress_key_prefix,
+        100,
+        job_key_prefix,
+        retry_key_prefix,
+        RETRY_KEY_SECONDS,
+        1,
+    )
+    assert claimed[0].decode() == job_id
+    score = int(float(claimed[1]))
+    redis.flushall()  # the job's data, its place in the queue and its lease are gone
+    worker = await handle.start()
+    for _ in range(200):  # its start-up hooks have run (history, service)
+        if "arq_service" in worker.ctx:
+            break
+        await asyncio.sleep(0.05)
+    await worker.run_job(job_id, score)  # the worker that claimed it goes on to run it
+    assert (await status(client, job_id))["status"] in ("queued", "deferred")  # not failed
+    done = await wait_for(client, job_id, timeout=30)
+    assert done["status"] == "complete", done
+    assert runs(log) == [job_id]
+
+
+async def test_ending_redis_loses_before_the_history_records_it_is_not_run_again(
+    setup: tuple[Any, WorkerHandle],
+    private_redis: PrivateRedis,
+    sessionmaker: Any,
+    tmp_path: Path,
+) -> None:
+    """The job ends, Redis holds its ending, the history has not recorded it yet (its row is
+    locked) and Redis restarts empty: the job must not look lost to the reconciliation (which
+    would run it again); once the history is free it records the ending the worker kept."""
+    client, handle = setup
+    log, until = tmp_path / "runs.log", tmp_path / "go"
+    await handle.start()
+    response = await enqueue(client, "tick", kwargs={"log": str(log), "until": str(until)})
+    job_id = response.json()["job_id"]
+    await wait_for(client, job_id, ("in_progress",))
+    redis = private_redis.client()
+    async with sessionmaker() as blocker:
+        # The history writer's next transaction on this row waits for this one.
+        await blocker.execute(
+            text("SELECT 1 FROM arq_jobs WHERE job_id = :id FOR UPDATE"), {"id": job_id}
+        )
+        until.touch()
+        await wait_until(lambda: redis.exists(result_key_prefix + job_id), "the job ends")
+        redis.flushall()  # the ending is now only in the worker's memory
+        # The worker takes the lease again while the ending is not recorded.
+        await wait_until(
+            lambda: redis.exists(in_progress_key_prefix + job_id), "the lease is taken again"
+        )
+        pool = await create_pool(RedisSettings.from_dsn(private_redis.url))
+        try:
+            report = await reconcile(
+                queue=JobQueue.for_settings(pool, ArqSettings(_env_file=None, **FAST)),  # type: ignore[arg-type]
+                sessionmaker=sessionmaker,
+                lease_seconds=0,
+                grace_seconds=0,
+            )
+        finally:
+            await pool.aclose()
+        assert job_id not in report.requeued
+        await blocker.rollback()
+    done = await wait_for(client, job_id, timeout=30)
+    assert done["status"] == "complete", done
+    assert runs(log) == [job_id]
+
+
+async def wait_until(check: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.02)
 
 
 async def test_job_accepted_while_redis_is_down_runs_when_it_returns(

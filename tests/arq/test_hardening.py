@@ -92,6 +92,31 @@ async def test_a_clients_job_id_is_idempotent_per_owner(client: httpx.AsyncClien
     assert other.status_code == 404
 
 
+async def test_a_client_reaches_its_job_by_the_id_it_chose(client: httpx.AsyncClient) -> None:
+    """The README's flow: enqueue with "job_id": "ping-1", then status/result/abort/retry by
+    "ping-1". Each owner's "ping-1" is their own; nobody reaches another's by that name."""
+    alice = (await enqueue(client, "add", kwargs={"a": 1}, job_id="ping-1", defer_by=3600)).json()
+    bob = (await enqueue(client, "add", owner="bob", kwargs={"a": 2}, job_id="ping-1")).json()
+    assert alice["job_id"] != bob["job_id"]
+
+    mine = await client.get(f"{API}/status/ping-1", headers=headers("alice"))
+    assert mine.status_code == 200 and mine.json()["job_id"] == alice["job_id"]
+    theirs = await client.get(f"{API}/status/ping-1", headers=headers("bob"))
+    assert theirs.json()["job_id"] == bob["job_id"]
+    assert (await client.get(f"{API}/status/ping-1", headers=headers("root"))).status_code == 404
+    # Someone else's full id is not reachable either, nor is it guessable into one's own.
+    stolen = await client.get(f"{API}/status/{alice['job_id']}", headers=headers("bob"))
+    assert stolen.status_code == 404
+
+    aborted = await client.delete(f"{API}/abort/ping-1", headers=headers("alice"))
+    assert aborted.status_code == 200 and aborted.json()["status"] == "aborted"
+    assert (await client.get(f"{API}/result/ping-1", headers=headers("alice"))).status_code == 200
+    retried = await client.post(f"{API}/retry/ping-1", headers=headers("alice"))
+    assert retried.status_code == 202 and retried.json()["job_id"] == alice["job_id"]
+    # Bob's job was never touched by Alice's abort.
+    assert (await status(client, bob["job_id"], owner="bob"))["status"] != "aborted"
+
+
 async def test_a_schedule_whose_slot_is_taken_logs_it_and_still_runs(
     client: httpx.AsyncClient,
     settings: Settings,
@@ -292,8 +317,8 @@ async def test_fair_share_keeps_one_owners_jobs_in_order(
     scores = [await redis.zscore(arq_settings.queue_name, job_id) for job_id in ids]
     assert scores == sorted(scores)
     assert all(score <= time.time() * 1000 for score in scores)  # all due at once
-    claimed = await queue.claim(30, lease_ms=2000, now_ms=int(time.time() * 1000))
-    assert [job_id for job_id, _ in claimed] == ids
+    found = await queue.poll(30, lease_ms=2000, now_ms=int(time.time() * 1000))
+    assert [claim.job_id for claim in found.claims] == ids
 
 
 # -- 7. roles are checked when a job is retried ------------------------------------------------

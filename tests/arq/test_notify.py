@@ -13,13 +13,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.admin.notifications import verify
 from src.arq.config import ArqSettings
 from src.arq.models import JobRecord
 from src.arq.service import ArqService
-from tests.admin.test_notifications import Receiver, Reply, receiver  # noqa: F401 (fixture)
+from src.webhooks.completion import dispatch_notifications
+from src.webhooks.signing import verify
 from tests.arq.helpers import API, enqueue, status, wait_for
 from tests.conftest import WorkerHandle, headers
+from tests.webhooks.test_notifications import Receiver, Reply, receiver  # noqa: F401 (fixture)
 
 SECRET = "a-completion-webhook-secret"
 
@@ -105,7 +106,7 @@ async def test_a_finished_job_posts_its_result_signed(
     assert other.status_code == 404
 
     # A later sweep finds nothing owed: one ending, one webhook.
-    assert await service.dispatch_notifications() == []
+    assert await dispatch_notifications(service) == []
     await asyncio.sleep(0.2)
     assert len(receiver.requests) == 1
     assert await notify_jobs(sessionmaker) == 1
@@ -220,7 +221,7 @@ async def test_concurrent_sweeps_queue_one_webhook(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     await insert_finished(sessionmaker, "crashed-1", receiver.url)
-    served = await asyncio.gather(*(service.dispatch_notifications() for _ in range(4)))
+    served = await asyncio.gather(*(dispatch_notifications(service) for _ in range(4)))
     assert ["crashed-1"] in served
     assert await notify_jobs(sessionmaker) == 1
     await worker_handle.start()

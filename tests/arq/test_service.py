@@ -91,7 +91,13 @@ async def test_jobs_and_results_in_redis_are_json_not_pickle(
         "a": [],
         "k": {"a": 1, "b": 0},
         "et": json.loads(payload)["et"],
+        # The module's own keys (ARQ ignores them): whose job it is, when it is due and at what
+        # priority, for the worker's log lines.
+        "owner": "system",
+        "ready_ms": json.loads(payload)["ready_ms"],
+        "priority": "normal",
     }
+    assert abs(json.loads(payload)["ready_ms"] - json.loads(payload)["et"] - 600_000) < 1000
     failing = await service.enqueue_job("fail", message="bad input")
     await wait_done(service, failing.job_id)
     raw = redis_db.get(f"arq:result:{failing.job_id}")

@@ -24,7 +24,7 @@ from src.arq.streams import StreamHub
 from src.auth.config import AuthSettings
 from src.config import Settings
 from src.main import create_app
-from tests.arq.helpers import API, enqueue
+from tests.arq.helpers import API, enqueue, until
 from tests.conftest import WorkerHandle, headers
 from tests.servers import serve_app
 
@@ -102,15 +102,6 @@ class Reader:
 
 def statuses(blocks: list[Block]) -> list[dict[str, Any]]:
     return [block.status for block in blocks if block.status is not None]
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Wait (bounded) until the server-side `condition` holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -467,3 +458,35 @@ async def test_server_shutdown_ends_streams_with_a_retry_hint_and_frees_them(
         refused = await http.get(f"{API}/status/{job_id}/stream", headers=headers("alice"))
         assert refused.status_code == 503
         assert "Retry-After" in refused.headers
+
+
+async def test_a_stream_follows_the_job_by_the_id_its_owner_chose(
+    settings: Settings,
+    arq_settings: ArqSettings,
+    auth_settings: AuthSettings,
+    registry: TaskRegistry,
+    redis_db: sync_redis.Redis,
+) -> None:
+    """`status/mine-1/stream` follows the owner's job stored as `o…:mine-1`, woken by the
+    changes announced under that stored id (well within the 15 s safety-net re-read)."""
+    async with live_app(settings, arq_settings, auth_settings, registry) as live:
+        created = await live.http.post(
+            f"{API}/enqueue",
+            json={"function_name": "add", "kwargs": {"a": 1}, "job_id": "mine-1", "defer_by": 3600},
+            headers=headers("alice"),
+        )
+        stored = created.json()["job_id"]
+        assert stored != "mine-1"
+        async with live.stream("mine-1") as response:
+            assert response.status_code == 200
+            reader = Reader(response)
+            first = await reader.next_status()
+            assert (first["job_id"], first["status"]) == (stored, "deferred")
+            aborted = await live.http.delete(f"{API}/abort/mine-1", headers=headers("alice"))
+            assert aborted.status_code == 200
+            blocks = await asyncio.wait_for(
+                reader.until_status(lambda status: status["status"] == "aborted"), 10
+            )
+            assert statuses(blocks)[-1]["job_id"] == stored
+        async with live.stream("mine-1", owner="bob") as other:
+            assert other.status_code == 404

@@ -98,13 +98,17 @@ async def test_cli_worker_runs_jobs_and_reports_health(
     client: httpx.AsyncClient, settings: Settings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     assert await check(settings, "src.arq.worker.WorkerSettings", tmp_path) == 1  # no worker yet
-    start_worker()
+    worker = start_worker()
     job_id = (await enqueue(client, "ping", kwargs={"message": "hi"})).json()["job_id"]
     done = await wait_for(client, job_id, timeout=20)
     assert done["status"] == "complete"
     assert done["result"]["message"] == "hi"
     assert done["result"]["pid"] != os.getpid()
     assert await check(settings, "src.arq.worker.WorkerSettings", tmp_path) == 0
+    worker.terminate()  # SIGTERM: handled on the worker's own (uvloop) loop, a clean exit
+    _, errors = await asyncio.to_thread(worker.communicate, timeout=20)
+    assert worker.returncode == 0, errors.decode()
+    assert "event loop: uvloop" in errors.decode()
 
 
 async def test_sigterm_requeues_running_job_for_the_next_worker(

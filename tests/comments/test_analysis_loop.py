@@ -13,6 +13,7 @@ analysis gives when run directly.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from collections.abc import Awaitable
@@ -49,9 +50,10 @@ OTHER = [  # post 2: the background of post 1's keywords
     "Во дворе поставили новые скамейки",
     "Концерт в парке понравился",
 ]
-# What the loop may go without: far below the 15 s lease (and its 2 s minimum), far above a
-# scheduling hiccup on a busy machine.
-MAX_GAP = 1.0
+# The most CPU the loop's thread may spend without yielding: far below the 15 s lease (and its
+# 2 s minimum) and the seconds a chunk of this text costs on the loop, far above a step of
+# database I/O or result handling.
+MAX_GAP = 0.5
 
 _CONSONANTS = "бвгджзклмнпрстфхцчшщ"
 _VOWELS = "аеиоуыэюя"
@@ -128,16 +130,29 @@ def job_context(
 
 
 async def with_ticker(work: Awaitable[T]) -> tuple[T, float]:
-    """`work`'s result, and the longest the loop went without running a ticking coroutine."""
-    task = asyncio.ensure_future(work)
-    longest = 0.0
-    last = time.perf_counter()
-    while not task.done():
-        await asyncio.sleep(0.005)
-        now = time.perf_counter()
-        longest = max(longest, now - last)
-        last = now
-    return await task, longest
+    """`work`'s result, and the most CPU time the loop's thread spent between two runs of a
+    ticking coroutine: the time the loop was held by code running on it.
+
+    CPU time of the loop's thread, not wall time: on a machine busy with other work the thread
+    may wait long for a core (or for the GIL, held by the analysis thread) without anything
+    holding the loop; a task computing on the loop spends that CPU on the loop's thread."""
+    # What the whole suite has left in this process (over a thousand tests' objects) is put
+    # out of the collector's sight first: a full collection of it on the loop's thread took
+    # 0.75 s of CPU in a whole-suite run, which is the test process' doing, not the job's.
+    gc.collect()
+    gc.freeze()
+    try:
+        task = asyncio.ensure_future(work)
+        longest = 0.0
+        last = time.thread_time()
+        while not task.done():
+            await asyncio.sleep(0.005)
+            now = time.thread_time()
+            longest = max(longest, now - last)
+            last = now
+        return await task, longest
+    finally:
+        gc.unfreeze()
 
 
 def keyword_dicts(extractor: KeywordExtractor, documents: Any, **kwargs: Any) -> list[Any]:
@@ -154,7 +169,7 @@ async def test_batch_processing_leaves_the_loop_free(
         process_batch_comments(job_context(sessionmaker, analyzer), args)
     )
 
-    assert gap < MAX_GAP, f"the event loop was held {gap:.2f} s"
+    assert gap < MAX_GAP, f"the event loop was held for {gap:.2f} s of CPU"
     texts = long_comments() + OTHER
     assert result["comments"] == result["analyses_stored"] == len(texts)
     extractor = KeywordExtractor(make_settings(), analyzer=analyzer)
@@ -176,7 +191,7 @@ async def test_keywords_against_the_background_leave_the_loop_free(
 
     result, gap = await with_ticker(extract_keywords(job_context(sessionmaker, analyzer), args))
 
-    assert gap < MAX_GAP, f"the event loop was held {gap:.2f} s"
+    assert gap < MAX_GAP, f"the event loop was held for {gap:.2f} s of CPU"
     assert result["documents"] == LONG_COMMENTS
     assert result["ranking"].startswith("tf-idf")
     extractor = KeywordExtractor(make_settings(), analyzer=analyzer)
@@ -196,7 +211,7 @@ async def test_analysing_stored_comments_leaves_the_loop_free(
         analyze_text_morphology(job_context(sessionmaker, analyzer), args)
     )
 
-    assert gap < MAX_GAP, f"the event loop was held {gap:.2f} s"
+    assert gap < MAX_GAP, f"the event loop was held for {gap:.2f} s of CPU"
     assert result["analyzed"] == LONG_COMMENTS
     first = analyzer.analyze_text(long_comments()[0])
     assert result["comments"][0] == {

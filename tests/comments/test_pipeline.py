@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.admin.test_notifications import Receiver, receiver  # noqa: F401 (fixture)
 from tests.arq.helpers import enqueue, wait_for
 from tests.conftest import headers
 from tests.vk.fake_server import FakeVK, community_with_posts
+from tests.webhooks.test_notifications import Receiver, receiver  # noqa: F401 (fixture)
 
 GROUP = 9
 TEXTS = ("Горячую воду опять отключили", "В парке поставили новые скамейки", "Воду дали, спасибо")

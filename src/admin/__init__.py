@@ -1,1 +1,0 @@
-"""Administration: outgoing webhook notifications (signed, SSRF-guarded, retried)."""

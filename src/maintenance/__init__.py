@@ -1,0 +1,1 @@
+"""Maintenance: community statistics, removal of old data, database backups, and their schedules."""

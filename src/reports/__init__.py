@@ -1,0 +1,1 @@
+"""Comment reports: made by a job (JSON, CSV, HTML), stored whole, downloaded by their owner."""

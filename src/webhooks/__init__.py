@@ -1,0 +1,1 @@
+"""Outgoing webhooks: signed, SSRF-guarded, retried (`send_notification`)."""
