@@ -25,9 +25,11 @@ $(BENCH_STAMP): $(STAMP)
 run: venv
 	./scripts/run.sh
 
-## test: the whole suite against real Redis and PostgreSQL (TEST_REDIS_URL, TEST_DATABASE_URL)
+## test: the whole suite against real Redis and PostgreSQL (TEST_REDIS_URL, TEST_DATABASE_URL),
+## in TEST_PROCESSES processes (each with its own database and Redis database; a file stays in one)
+TEST_PROCESSES ?= 2
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -13,7 +13,6 @@ analysis gives when run directly.
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import time
 from collections.abc import Awaitable
@@ -136,23 +135,18 @@ async def with_ticker(work: Awaitable[T]) -> tuple[T, float]:
     CPU time of the loop's thread, not wall time: on a machine busy with other work the thread
     may wait long for a core (or for the GIL, held by the analysis thread) without anything
     holding the loop; a task computing on the loop spends that CPU on the loop's thread."""
-    # What the whole suite has left in this process (over a thousand tests' objects) is put
-    # out of the collector's sight first: a full collection of it on the loop's thread took
-    # 0.75 s of CPU in a whole-suite run, which is the test process' doing, not the job's.
-    gc.collect()
-    gc.freeze()
-    try:
-        task = asyncio.ensure_future(work)
-        longest = 0.0
-        last = time.thread_time()
-        while not task.done():
-            await asyncio.sleep(0.005)
-            now = time.thread_time()
-            longest = max(longest, now - last)
-            last = now
-        return await task, longest
-    finally:
-        gc.unfreeze()
+    # (What earlier test files left in this process is frozen out of the collector's sight by
+    # tests/conftest.py: a full collection of it on the loop's thread took 0.75 s of CPU in a
+    # whole-suite run, which is the test process' doing, not the job's.)
+    task = asyncio.ensure_future(work)
+    longest = 0.0
+    last = time.thread_time()
+    while not task.done():
+        await asyncio.sleep(0.005)
+        now = time.thread_time()
+        longest = max(longest, now - last)
+        last = now
+    return await task, longest
 
 
 def keyword_dicts(extractor: KeywordExtractor, documents: Any, **kwargs: Any) -> list[Any]:
