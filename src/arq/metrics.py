@@ -41,7 +41,7 @@ JOBS_LOST = Counter(
 )
 JOB_DURATION = Histogram(
     "vkp_job_duration_seconds",
-    "Run time of a job's last try, by how it ended",
+    "Run time of a job's last try, by task",
     ["task"],
     buckets=DURATION_BUCKETS,
 )

@@ -34,7 +34,7 @@ logger = logging.getLogger("src.arq.service")
 class QueueGauges:
     """The queue as monitoring reads it at scrape time."""
 
-    waiting: dict[tuple[str, str], int]  # (ready | deferred, priority) -> jobs, from the history
+    waiting: dict[tuple[str, str], int]  # (ready | deferred | blocked, priority) -> jobs (history)
     in_progress: int  # jobs workers hold right now (Redis)
     workers: int  # workers with a heartbeat in the last WORKER_LIVE_SECONDS (Redis)
     oldest_ready_age_seconds: float  # how long the longest-waiting ready job has waited (0: none)
