@@ -96,7 +96,9 @@ QUEUE = ArqSettings(_env_file=None).queue_name
 RETRYING_MAX_TRIES = 4  # `flaky` and `traced` (their `max_tries`)
 FINISHED = ("complete", "failed", "aborted")
 # A worker killed this soon after a run's end (or a webhook's delivery) may have died before
-# storing the ending: a run again is then at-least-once, not a fault.
+# storing the ending: a run again is then at-least-once, not a fault. The same holds when Redis
+# lost its data (restarted empty) after the end and the worker died this soon after that: the
+# ending was then only in the worker's memory, on its way to the history, when the worker died.
 DEATH_MARGIN = 1.0
 ENQUEUE_ATTEMPTS = 40  # per batch, 0.5 s apart: outlasts a Redis restart or a dropped database
 
@@ -855,10 +857,20 @@ def check_runs(
             run.outcome == "retry" and run.job_try >= RETRYING_MAX_TRIES
         )
         died = killed.get(run.pid)
-        stored = died is None or run.end is None or died - run.end > DEATH_MARGIN
+        stored = (
+            died is None
+            or run.end is None
+            or died - _redis_copy_lost_at(run.end, died, restarts) > DEATH_MARGIN
+        )
         if ended is None and final and stored:
             ended = run
     return faults
+
+
+def _redis_copy_lost_at(end: float, died: float, restarts: Sequence[float]) -> float:
+    """When a run's ending, on its way to the history, was left in its worker's memory only: at
+    the last Redis restart between the end and the worker's death, else at the end itself."""
+    return max((at for at in restarts if end < at < died), default=end)
 
 
 def check_webhooks(

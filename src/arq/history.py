@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     String,
     Table,
     and_,
@@ -19,7 +17,6 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    text,
     true,
     update,
 )
@@ -30,9 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.arq.history_dependencies import forget_dependencies
 from src.arq.models import JobRecord
-from src.arq.outcome import Outcome
 from src.arq.schemas import FINISHED_STATUSES, JobStatus
-from src.database import JSONType, UTCDateTime
 
 
 async def get(session: AsyncSession, job_id: str) -> JobRecord | None:
@@ -72,7 +67,7 @@ async def remove(session: AsyncSession, job_ids: Iterable[str]) -> None:
     await session.execute(delete(JobRecord).where(JobRecord.job_id.in_(ids)))
 
 
-def _job_id_in(session: AsyncSession, values: Sequence[str]) -> ColumnElement[bool]:
+def job_id_in(session: AsyncSession, values: Sequence[str]) -> ColumnElement[bool]:
     """The job's id is one of `values`. On PostgreSQL `= ANY(array)`: one statement however many
     values (an expanding IN is a new statement, compiled and prepared, for each list length;
     the workers' batches vary from 1 to 2 000 ids)."""
@@ -242,135 +237,6 @@ async def set_message(session: AsyncSession, job_id: str, message: str) -> None:
     )
 
 
-# -- batched writes of the workers (one statement for many jobs) ------------------------------
-
-_jobs = _JOBS
-# Spelled out rather than NOT IN: executemany() refuses expanding IN parameters.
-_STILL_OPEN = and_(*(_jobs.c.status != value for value in _FINISHED_VALUES))
-
-
-async def _mark_open_many(
-    session: AsyncSession, rows: Sequence[dict[str, Any]], *, status: JobStatus, at_column: str
-) -> None:
-    """Set `status`, `tries` and `at_column` per row on jobs not finished on record."""
-    if not rows:
-        return
-    statement = (
-        update(_jobs)
-        .where(_jobs.c.job_id == bindparam("b_id"), _STILL_OPEN)
-        .values(
-            {"status": status.value, "tries": bindparam("b_tries"), at_column: bindparam("b_at")}
-        )
-    )
-    await (await session.connection()).execute(statement, list(rows))
-
-
-async def mark_started_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of `{b_id, b_tries, b_at}`: jobs a worker started at `b_at`."""
-    await _mark_open_many(session, rows, status=JobStatus.IN_PROGRESS, at_column="started_at")
-
-
-def finished_row(job_id: str, outcome: Outcome) -> dict[str, Any]:
-    """A row for `mark_finished_many` from ARQ's record of the job's ending."""
-    return {
-        "b_id": job_id,
-        "b_status": outcome.status.value,
-        "b_at": outcome.finished_at,
-        "b_tries": outcome.tries,
-        "b_started": outcome.started_at,
-        "b_result": outcome.result,
-        "b_error": outcome.error,
-    }
-
-
-# PostgreSQL: every ending of a batch in ONE statement (an executemany is a statement per row,
-# and each fires the statistics' statement trigger). Values as in the executemany below: a
-# complete job's progress 100, another's message cleared, tries and start time kept if not given,
-# a None result or error stored as JSON null (as the JSON type binds it).
-_FINISH_MANY = text(
-    """
-    UPDATE arq_jobs AS j SET
-        status = v.status,
-        finished_at = v.at,
-        tries = COALESCE(v.tries, j.tries),
-        started_at = COALESCE(v.started, j.started_at),
-        result = CAST(v.result AS jsonb),
-        error = CAST(v.error AS jsonb),
-        progress = CASE WHEN v.status = 'complete' THEN 100 ELSE j.progress END,
-        message = CASE WHEN v.status = 'complete' THEN j.message ELSE NULL END
-    FROM unnest(
-        CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:ats AS timestamptz[]),
-        CAST(:tries AS integer[]), CAST(:starteds AS timestamptz[]),
-        CAST(:results AS text[]), CAST(:errors AS text[])
-    ) AS v(job_id, status, at, tries, started, result, error)
-    WHERE j.job_id = v.job_id AND j.status NOT IN ('complete', 'failed', 'aborted')
-    """
-)
-
-
-def _finish_arrays(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    def utc(value: datetime | None) -> datetime | None:
-        return None if value is None else value.astimezone(UTC)
-
-    return {
-        "ids": [row["b_id"] for row in rows],
-        "statuses": [row["b_status"] for row in rows],
-        "ats": [utc(row["b_at"]) for row in rows],
-        "tries": [row["b_tries"] for row in rows],
-        "starteds": [utc(row["b_started"]) for row in rows],
-        "results": [json.dumps(row["b_result"]) for row in rows],
-        "errors": [json.dumps(row["b_error"]) for row in rows],
-    }
-
-
-async def mark_finished_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Rows of `{b_id, b_status, b_at, b_tries, b_started, b_result, b_error}`; the ids whose
-    ending this call recorded (a job already finished on record is left alone)."""
-    if not rows:
-        return []
-    ids = [row["b_id"] for row in rows]
-    # The open rows, locked (in one order, against deadlocks) until the commit: a concurrent
-    # recorder of the same ending (a status read, the reconciliation) waits, then finds the job
-    # finished, so each ending is recorded, and reported as recorded, exactly once.
-    still_open = set(
-        await session.scalars(
-            select(JobRecord.job_id)
-            .where(_job_id_in(session, ids), _NOT_FINISHED)
-            .order_by(JobRecord.job_id)
-            .with_for_update()
-        )
-    )
-    rows = [row for row in rows if row["b_id"] in still_open]
-    if rows and session.get_bind().dialect.name == "postgresql":
-        await session.execute(_FINISH_MANY, _finish_arrays(rows))
-        return [job_id for job_id in ids if job_id in still_open]
-    complete = [row for row in rows if row["b_status"] == JobStatus.COMPLETE.value]
-    other = [row for row in rows if row["b_status"] != JobStatus.COMPLETE.value]
-    values: dict[str, Any] = {
-        "status": bindparam("b_status"),
-        "finished_at": bindparam("b_at"),
-        "tries": func.coalesce(bindparam("b_tries", type_=Integer), _jobs.c.tries),
-        "started_at": func.coalesce(bindparam("b_started", type_=UTCDateTime), _jobs.c.started_at),
-        "result": bindparam("b_result", type_=JSONType),
-        "error": bindparam("b_error", type_=JSONType),
-    }
-    connection = await session.connection()
-    where = (_jobs.c.job_id == bindparam("b_id"), _STILL_OPEN)
-    if complete:
-        await connection.execute(
-            update(_jobs).where(*where).values(**values, progress=100), complete
-        )
-    if other:
-        # A failed or aborted job keeps no "try 2 of 3 failed, retrying" note.
-        await connection.execute(update(_jobs).where(*where).values(**values, message=None), other)
-    return [job_id for job_id in ids if job_id in still_open]
-
-
-async def mark_waiting_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of `{b_id, b_tries, b_at}`: jobs ARQ will run again (retrying) at `b_at`."""
-    await _mark_open_many(session, rows, status=JobStatus.RETRYING, at_column="scheduled_for")
-
-
 def owes_webhook(record: JobRecord) -> bool:
     """The job asked for a completion webhook that is not queued yet."""
     return record.notify_url is not None and record.notification_job_id is None
@@ -404,7 +270,7 @@ async def job_facts(session: AsyncSession, job_ids: Sequence[str]) -> dict[str, 
             _NOTIFY_PENDING,
             JobRecord.enqueued_at,
             JobRecord.scheduled_for,
-        ).where(_job_id_in(session, job_ids))
+        ).where(job_id_in(session, job_ids))
     )
     facts: dict[str, JobFacts] = {}
     for job_id, function, owner, priority, by, notify, enqueued, scheduled in rows:
@@ -437,8 +303,8 @@ async def set_notification_jobs(session: AsyncSession, jobs: dict[str, str]) -> 
     if not jobs:
         return
     statement = (
-        update(_jobs)
-        .where(_jobs.c.job_id == bindparam("b_id"), _jobs.c.notification_job_id.is_(None))
+        update(_JOBS)
+        .where(_JOBS.c.job_id == bindparam("b_id"), _JOBS.c.notification_job_id.is_(None))
         .values(notification_job_id=bindparam("b_notify"))
     )
     await (await session.connection()).execute(

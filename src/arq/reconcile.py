@@ -21,7 +21,7 @@ from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.arq import history, keys
+from src.arq import history, history_writes, keys
 from src.arq.events import EventKind, JobEvent, JobEvents
 from src.arq.models import JobRecord
 from src.arq.outcome import Outcome, datetime_to_ms, now_ms, now_utc, outcome_from_result
@@ -127,7 +127,7 @@ async def _reconcile_page(
                 )
                 if now - datetime_to_ms(outcome.finished_at) < grace_seconds * 1000:
                     continue  # just finished: its worker is writing the ending right now
-                endings.append(history.finished_row(record.job_id, outcome))
+                endings.append(history_writes.finished_row(record.job_id, outcome))
                 outcomes[record.job_id] = outcome
             elif state.running:
                 running.append(record.job_id)
@@ -166,7 +166,7 @@ async def _reconcile_page(
         await queue.redis.zrem(missing_key, *running)
     if endings:
         async with sessionmaker.begin() as session:
-            copied = await history.mark_finished_many(session, endings)
+            copied = await history_writes.mark_finished_many(session, endings)
         report.endings_copied.extend(copied)
         await queue.expire_results(
             [row["b_id"] for row in endings], keep_ms=int(keep_result_seconds * 1000)

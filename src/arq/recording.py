@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.arq import history, keys
+from src.arq import history, history_writes, keys
 from src.arq.events import EventKind, JobEvent, JobEvents
 from src.arq.metrics import record_history_write
 from src.arq.outcome import Outcome, ms_to_datetime, now_ms, outcome_from_result
@@ -256,7 +256,7 @@ class HistoryWriter:
         on_record: list[str] = []  # endings the history holds once the transaction is done
         try:
             async with self.sessionmaker.begin() as session:
-                await history.mark_started_many(
+                await history_writes.mark_started_many(
                     session,
                     [
                         {"b_id": s.job_id, "b_tries": s.job_try, "b_at": s.at}
@@ -289,10 +289,10 @@ class HistoryWriter:
                         outcome = outcome_from_result(
                             deserialize(raw_result), aborted_by=fact.aborted_by if fact else None
                         )
-                        finished.append(history.finished_row(record.job_id, outcome))
+                        finished.append(history_writes.finished_row(record.job_id, outcome))
                         order.append((record.job_id, outcome))
-                recorded = await history.mark_finished_many(session, finished)
-                await history.mark_waiting_many(session, waiting)
+                recorded = await history_writes.mark_finished_many(session, finished)
+                await history_writes.mark_waiting_many(session, waiting)
             on_record = [row["b_id"] for row in finished]
             events = _events(order, set(recorded), facts)
             for end in ends:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.arq import history
+from src.arq import history, history_writes
 from src.arq.models import JobRecord
 from src.arq.outcome import Outcome
 from src.arq.schemas import JobStatus
@@ -65,11 +65,13 @@ async def test_a_batch_of_endings_sets_what_each_ending_says(
         return Outcome(status=status, finished_at=end, **values)
 
     async with sessionmaker.begin() as session:
-        recorded = await history.mark_finished_many(
+        recorded = await history_writes.mark_finished_many(
             session,
             [
-                history.finished_row("done", ending(JobStatus.COMPLETE, result=[1, "ü"], tries=2)),
-                history.finished_row(
+                history_writes.finished_row(
+                    "done", ending(JobStatus.COMPLETE, result=[1, "ü"], tries=2)
+                ),
+                history_writes.finished_row(
                     "broke",
                     ending(
                         JobStatus.FAILED,
@@ -77,8 +79,10 @@ async def test_a_batch_of_endings_sets_what_each_ending_says(
                         started_at=end - timedelta(seconds=1),
                     ),
                 ),
-                history.finished_row("earlier", ending(JobStatus.FAILED, error={"type": "X"})),
-                history.finished_row("aborted", ending(JobStatus.ABORTED)),
+                history_writes.finished_row(
+                    "earlier", ending(JobStatus.FAILED, error={"type": "X"})
+                ),
+                history_writes.finished_row("aborted", ending(JobStatus.ABORTED)),
             ],
         )
     assert sorted(recorded) == ["aborted", "broke", "done"]  # a finished job is left alone
@@ -103,3 +107,36 @@ async def test_a_batch_of_endings_sets_what_each_ending_says(
         None,
         None,
     )
+
+
+async def test_a_batch_of_starts_and_retries_sets_each_row_and_spares_finished_jobs(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    ids = ["starts", "retries", "finished"]
+    async with sessionmaker.begin() as session:
+        await history.insert_new(session, [row(job_id) | {"status": "queued"} for job_id in ids])
+        await session.execute(
+            update(JobRecord).where(JobRecord.job_id == "finished").values(status="complete")
+        )
+    t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2, microseconds=500_000)
+    async with sessionmaker.begin() as session:
+        await history_writes.mark_started_many(
+            session,
+            [
+                {"b_id": "starts", "b_tries": 2, "b_at": t1},
+                {"b_id": "finished", "b_tries": 7, "b_at": t1},
+            ],
+        )
+        await history_writes.mark_waiting_many(
+            session,
+            [
+                {"b_id": "retries", "b_tries": 2, "b_at": t1},
+                {"b_id": "retries", "b_tries": 3, "b_at": t2},  # the job's later row wins
+            ],
+        )
+    async with sessionmaker() as session:
+        starts, retries, finished = [await history.get(session, job_id) for job_id in ids]
+    assert starts is not None and retries is not None and finished is not None
+    assert (starts.status, starts.tries, starts.started_at) == ("in_progress", 2, t1)
+    assert (retries.status, retries.tries, retries.scheduled_for) == ("retrying", 3, t2)
+    assert (finished.status, finished.tries, finished.started_at) == ("complete", 1, None)

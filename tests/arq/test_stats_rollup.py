@@ -18,7 +18,14 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.arq import history, history_shared, stats_measures, stats_queries, stats_rollup
+from src.arq import (
+    history,
+    history_shared,
+    history_writes,
+    stats_measures,
+    stats_queries,
+    stats_rollup,
+)
 from src.arq.models import JobRecord, JobStatsDirtyHour, JobStatsRollup
 from src.arq.outcome import Outcome
 from src.arq.schemas import JobStatus
@@ -204,10 +211,10 @@ async def test_a_late_ending_counts_at_once_and_after_the_next_roll_up(
     ]
     numbers = range(len(JOBS), len(jobs))
     async with sessionmaker.begin() as session:
-        recorded = await history.mark_finished_many(
+        recorded = await history_writes.mark_finished_many(
             session,
             [
-                history.finished_row(
+                history_writes.finished_row(
                     f"stats-{number}",
                     Outcome(
                         status=JobStatus.COMPLETE,
