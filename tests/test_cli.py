@@ -114,6 +114,21 @@ def vkp(
     )
 
 
+def test_python_m_src_cli_is_the_same_client(stack: Stack) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("VKP_")}
+    environ |= {"VKP_URL": stack.url, "VKP_API_KEY": API_KEYS["alice"]}
+    result = subprocess.run(
+        [sys.executable, "-m", "src.cli", "enqueue", "ping", "--message", "hi", "--follow"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "complete" in result.stdout, result.stdout
+
+
 def queued_id(output: str) -> str:
     found = re.search(r"as job (\S+) \(", output)
     assert found, output
@@ -330,6 +345,17 @@ def test_parse_queues_a_parse_job(stack: Stack) -> None:
     bad = vkp(stack, "parse", "1", "--limit", "0")
     assert bad.returncode == 2
     assert "--limit" in bad.stderr
+
+
+def test_parse_with_follow_follows_the_parse_to_its_end(stack: Stack) -> None:
+    # This stack's worker has no VK token: the parse fails at once, and `--follow` shows how it
+    # ended and exits 1 (the common case of the CLI, followed to its end).
+    result = vkp(stack, "parse", "apiclub", "--limit", "5", "--follow")
+    assert result.returncode == 1, result.stdout + result.stderr
+    job_id = re.search(r"job (\S+) failed: VKNotConfigured", result.stdout)
+    assert job_id, result.stdout
+    status = vkp(stack, "status", job_id.group(1))
+    assert "parse_vk_comments" in status.stdout and "failed" in status.stdout, status.stdout
 
 
 # -- request errors: one line, exit 3 -------------------------------------------------------------
