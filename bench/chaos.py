@@ -704,11 +704,18 @@ def ending_died_with_worker(runs: list[Run], killed: dict[int, float]) -> bool:
     its last try is out of tries on that run."""
     for run in runs:
         died = killed.get(run.pid)
-        if run.end is None or died is None or run.outcome not in ("ok", "fail"):
+        if run.end is None or died is None or not ends_the_job(run):
             continue
         if 0 <= died - run.end <= DEATH_MARGIN:
             return True
     return False
+
+
+def ends_the_job(run: Run) -> bool:
+    """The run ended the job as its task said: a result, an error, a retry on the last try."""
+    return run.outcome in ("ok", "fail") or (
+        run.outcome == "retry" and run.job_try >= RETRYING_MAX_TRIES
+    )
 
 
 def expected_outcome(plan: Planned, row: dict[str, Any]) -> str | None:
@@ -853,9 +860,7 @@ def check_runs(
             end = stopped.get(run.pid, float("inf"))
         if end >= previous_end:
             previous, previous_end = run, end
-        final = run.outcome in ("ok", "fail") or (
-            run.outcome == "retry" and run.job_try >= RETRYING_MAX_TRIES
-        )
+        final = ends_the_job(run)
         died = killed.get(run.pid)
         stored = (
             died is None

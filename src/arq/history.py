@@ -257,7 +257,8 @@ class JobFacts:
 
 
 async def job_facts(session: AsyncSession, job_ids: Sequence[str]) -> dict[str, JobFacts]:
-    """`JobFacts` of each of `job_ids` that has a row."""
+    """`JobFacts` of each of `job_ids` that has a row, the rows locked (in id order, so that
+    writers of overlapping batches never deadlock) until the transaction ends."""
     if not job_ids:
         return {}
     rows = await session.execute(
@@ -270,7 +271,10 @@ async def job_facts(session: AsyncSession, job_ids: Sequence[str]) -> dict[str, 
             _NOTIFY_PENDING,
             JobRecord.enqueued_at,
             JobRecord.scheduled_for,
-        ).where(job_id_in(session, job_ids))
+        )
+        .where(job_id_in(session, job_ids))
+        .order_by(JobRecord.job_id)
+        .with_for_update()
     )
     facts: dict[str, JobFacts] = {}
     for job_id, function, owner, priority, by, notify, enqueued, scheduled in rows:

@@ -256,6 +256,11 @@ class HistoryWriter:
         on_record: list[str] = []  # endings the history holds once the transaction is done
         try:
             async with self.sessionmaker.begin() as session:
+                # First, as it locks the batch's rows in one order (against deadlocks with
+                # other writers: each statement below would lock its own rows in its own order).
+                facts = await history.job_facts(
+                    session, [s.job_id for s in starts] + [end.job_id for end in ends]
+                )
                 await history_writes.mark_started_many(
                     session,
                     [
@@ -264,13 +269,12 @@ class HistoryWriter:
                         if s.job_id not in ending_here
                     ],
                 )
-                facts = await history.job_facts(
-                    session, [s.job_id for s in starts] + [end.job_id for end in ends]
-                )
                 finished: list[dict[str, Any]] = []
                 waiting: list[dict[str, Any]] = []
                 order: list[_Start | dict[str, Any] | tuple[str, Outcome]] = []
-                for record in batch:
+                # A try's retry is not written over the next try's start in the same batch.
+                last_start = {r.job_id: i for i, r in enumerate(batch) if isinstance(r, _Start)}
+                for index, record in enumerate(batch):
                     if isinstance(record, _Start):
                         order.append(record)
                         continue
@@ -280,7 +284,8 @@ class HistoryWriter:
                         # ARQ runs it again (a retry, a cancellation).
                         at = max(score or 0, now_ms())
                         row = {"b_id": record.job_id, "b_tries": record.job_try, "b_at": at}
-                        waiting.append({**row, "b_at": ms_to_datetime(at)})
+                        if last_start.get(record.job_id, -1) < index:
+                            waiting.append({**row, "b_at": ms_to_datetime(at)})
                         order.append(row)
                         if score is not None and score > now_ms():
                             priority = fact.priority if fact else Priority.NORMAL.value
@@ -295,8 +300,10 @@ class HistoryWriter:
                 await history_writes.mark_waiting_many(session, waiting)
             on_record = [row["b_id"] for row in finished]
             events = _events(order, set(recorded), facts)
-            for end in ends:
-                self._forget(end.job_id)
+            # Only an ending this batch wrote is let go: a remembered ending is a later try's
+            # when this batch wrote an earlier try's retry (Redis may lose it before its turn).
+            for job_id in on_record:
+                self._forget(job_id)
         except HISTORY_ERRORS:
             # Tried again shortly (the endings also stay in Redis without an expiry, where a
             # status read or the reconciliation finds them).

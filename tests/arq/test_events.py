@@ -368,6 +368,41 @@ async def test_a_writer_that_catches_up_late_still_tells_the_retry_and_the_endin
     assert done.status is JobStatus.COMPLETE and done.tries == 2
 
 
+async def test_a_later_tries_remembered_ending_outlives_the_earlier_retry_and_redis_losing_it(
+    service: ArqService, redis: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The writer writes try 1's retry while try 2 has already ended (the worker remembers its
+    ending until the history has it); then Redis loses that ending (an empty restart) before
+    the writer gets to try 2's end. The history still records it, from the worker's memory,
+    and only then lets the worker go of it (a chaos run lost it: the retry's write let go)."""
+    job = await service.enqueue_job("add", a=1, b=2)
+    queue = JobQueue.for_settings(redis, service.settings)
+    result = add_result(job.job_id, 1, 2, job_try=2, queue_name=service.settings.queue_name)
+    await redis.set(keys.result_key_prefix + job.job_id, result)
+    await redis.zrem(service.settings.queue_name, job.job_id)
+    writer = HistoryWriter(queue=queue, sessionmaker=sessionmaker, events=service.events)
+    settled: list[str] = []
+    writer.started(job.job_id, 1, ms_to_datetime(now_ms()))
+    writer.going_again(job.job_id)
+    writer.ended(job.job_id, 1)
+    writer.started(job.job_id, 2, ms_to_datetime(now_ms()))
+    writer.remember(job.job_id, result, settled=settled.append)
+    await writer.flush()  # try 1's retry and try 2's start are written
+    assert settled == []  # try 2's ending is still held for the history
+    async with sessionmaker() as session:
+        row = await session.get(JobRecord, job.job_id)
+        assert row is not None and (row.status, row.tries) == ("in_progress", 2)
+    await redis.delete(keys.result_key_prefix + job.job_id)  # Redis restarted empty
+    writer.ended(job.job_id, 2)
+    await writer.flush()
+    await writer.close()
+    assert settled == [job.job_id]
+    async with sessionmaker() as session:
+        row = await session.get(JobRecord, job.job_id)
+        assert row is not None
+        assert (row.status, row.tries, row.result) == ("complete", 2, {"sum": 3})
+
+
 async def test_an_ending_the_worker_stored_is_recorded_without_the_runs_end_hook(
     service: ArqService, worker: Any, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
