@@ -432,6 +432,23 @@ async def test_the_rate_limit_holds_while_redis_is_unreachable(
         await dead.aclose(close_connection_pool=True)
 
 
+async def test_the_rate_limit_counts_clients_not_the_applications_own_code(
+    sessionmaker: async_sessionmaker[AsyncSession], registry: TaskRegistry, redis: Any
+) -> None:
+    """The Python API's system principal (scripts, schedules, follow-ups) is not a client: it
+    is never charged, and uses nothing of a client's minute."""
+    settings = make_settings(enqueue_rate_limit=3)
+    service = ArqService(
+        redis=redis, sessionmaker=sessionmaker, registry=registry, settings=settings
+    )
+    for i in range(10):
+        await service.enqueue_job("add", a=i)
+    for i in range(3):
+        await service.enqueue(EnqueueRequest(function_name="add", kwargs={"a": i}), principal=ALICE)
+    with pytest.raises(RateLimited):
+        await service.enqueue(EnqueueRequest(function_name="add", kwargs={"a": 9}), principal=ALICE)
+
+
 async def test_reconciliation_skips_and_fails_a_row_it_cannot_queue(
     service: ArqService,
     sessionmaker: async_sessionmaker[AsyncSession],

@@ -228,6 +228,9 @@ class EnqueueMixin(DependencyMixin):
         self, items: list[Prepared], *, principal: Principal, now_ms: int, charge: bool = True
     ) -> list[EnqueueResponse]:
         ids = [item.job_id for item in items]
+        # The limit is each client's: the application's own code (the Python API's system
+        # principal, schedules, follow-ups) is not counted, as ARQ's enqueue_job is not.
+        charge = charge and principal.owner != SYSTEM.owner
         if charge:
             await self._rate_limit.charge(principal.owner, len(items))
         rows = [self._history_row(item, now_ms=now_ms) for item in items]
