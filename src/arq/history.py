@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from src.arq.history_dependencies import forget_dependencies
 from src.arq.models import JobRecord
@@ -53,11 +53,17 @@ _INSERT_NEW = {
 }
 
 
-async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert the jobs whose ids are free; the ids inserted. Every row has the same keys."""
+async def insert_new(
+    session: AsyncSession | AsyncConnection, rows: Sequence[dict[str, Any]]
+) -> set[str]:
+    """Insert the jobs whose ids are free; the ids inserted. Every row has the same keys. On a
+    Core connection too (no ORM session to set up: a lone enqueue's insert is half as dear)."""
     if not rows:
         return set()
-    statement = _INSERT_NEW[session.get_bind().dialect.name]
+    dialect = (
+        session.dialect if isinstance(session, AsyncConnection) else session.get_bind().dialect
+    )
+    statement = _INSERT_NEW[dialect.name]
     return set((await session.execute(statement, list(rows))).scalars().all())
 
 

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from src.arq import history
 from src.arq.outcome import now_ms
@@ -79,6 +79,7 @@ class GroupCommit:
         self, sessionmaker: async_sessionmaker[AsyncSession], queue: JobQueue, *, wake: bool
     ) -> None:
         self.sessionmaker = sessionmaker
+        self._engine: AsyncEngine = sessionmaker.kw["bind"]
         self.queue = queue
         self.wake = wake
         self._inserts = Rounds[Sequence[dict[str, Any]], set[str]](self._insert, len)
@@ -97,10 +98,10 @@ class GroupCommit:
         rows = [row for request in requests for row in request]
         if all(len(request) == 1 for request in requests):
             # One statement is atomic and nothing needs taking back: no transaction around it
-            # (its BEGIN and COMMIT would be two more round trips).
-            async with self.sessionmaker() as session:
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                return _answers(requests, await history.insert_new(session, rows))[0]
+            # (its BEGIN and COMMIT would be two more round trips), nor an ORM session.
+            async with self._engine.connect() as connection:
+                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                return _answers(requests, await history.insert_new(autocommit, rows))[0]
         async with self.sessionmaker.begin() as session:
             answers, undo = _answers(requests, await history.insert_new(session, rows))
             if undo:
