@@ -38,6 +38,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCRIPT = "<script>alert('x')</script>"
+# The outermost elements that reach past the window's right edge, for a failure's message.
+WIDER_THAN_THE_SCREEN = """
+[...document.querySelectorAll("body *")]
+  .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+  .filter(e => !(e.parentElement && e.parentElement.getBoundingClientRect().right
+                 > window.innerWidth + 0.5))
+  .slice(0, 5)
+  .map(e => e.tagName.toLowerCase() + (e.className ? "." + e.className : "")
+            + " " + Math.round(e.getBoundingClientRect().right) + " px")
+"""
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (`.ci/run` installs it)"
@@ -281,3 +291,43 @@ async def test_a_form_whose_csrf_token_was_removed_or_altered_is_refused(
     assert body["status"] == "in_progress" and body["aborted_by"] is None  # not aborted
     (tmp_path / "gate").touch()
     assert (await wait_for(client, job_id))["status"] == "complete"
+
+
+async def test_a_phone_sized_window_and_the_keyboard_alone_reach_every_page(
+    base_url: str, browser: Browser
+) -> None:
+    """At a phone's width (375 px) no page is wider than the screen, and a keyboard alone signs
+    in and moves from page to page (Tab to a link, Enter)."""
+    context = await browser.new_context(base_url=base_url, viewport={"width": 375, "height": 740})
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    await page.goto("/dashboard/signin")
+    await expect(page.get_by_label("API key or JWT")).to_be_focused()
+    await page.keyboard.type(API_KEYS["alice"])
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_test_id("who")).to_have_text("alice (user)")
+    pages = {
+        "Jobs": "/dashboard/jobs",
+        "Dead letters": "/dashboard/dead-letters",
+        "Communities": "/dashboard/communities",
+        "Reports": "/dashboard/reports",
+        "Enqueue": "/dashboard/enqueue",
+        "Overview": "/dashboard/",
+    }
+    for name, path in pages.items():
+        link = page.get_by_role("navigation", name="Dashboard").get_by_role(
+            "link", name=name, exact=True
+        )
+        for _ in range(40):
+            if await link.evaluate("element => element === document.activeElement"):
+                break
+            await page.keyboard.press("Tab")
+        else:
+            pytest.fail(f"Tab never reached the {name!r} link")
+        await page.keyboard.press("Enter")
+        await expect(page).to_have_url(path)
+        wider = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wider <= 0, f"{path} is {wider} px wider than a phone's screen: " + str(
+            await page.evaluate(WIDER_THAN_THE_SCREEN)
+        )
+    await context.close()
