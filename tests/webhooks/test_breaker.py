@@ -86,7 +86,9 @@ def notify_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "NOTIFY_BACKOFF_MAX": "0.05",
         "NOTIFY_MAX_ATTEMPTS": "5",
         "NOTIFY_BREAKER_FAILURES": "3",
-        "NOTIFY_BREAKER_COOLDOWN": "2",
+        # Long enough for a test's checks while a circuit is open on a loaded machine (2 s ran
+        # out before them once), short enough to wait out for the probe.
+        "NOTIFY_BREAKER_COOLDOWN": "5",
     }.items():
         monkeypatch.setenv(name, value)
 
@@ -200,9 +202,13 @@ async def test_one_users_failing_url_holds_up_nobody_else(
     receiver: Receiver,
     other_receiver: Receiver,
     worker_handle: WorkerHandle,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Alice's URL on a host others use too keeps failing: her circuit of that host opens; Bob's
     webhooks to the host, and hers to another host, go out at once."""
+    # Her circuit must stay open for the whole test (no probe), however slow the machine: a 2 s
+    # cool-down ran out before the last check in a loaded run.
+    monkeypatch.setenv("NOTIFY_BREAKER_COOLDOWN", "600")
     await worker_handle.start()
     receiver.failing.add("/alice/broken")
     receiver.failure = 500
