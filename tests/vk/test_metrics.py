@@ -9,12 +9,12 @@ from __future__ import annotations
 import socket
 
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from src.vk.client import VKClient, comments_call
 from src.vk.exceptions import VKError, VKRetryableError, VKThrottled
 from src.vk.ratelimit import NoRateLimit, RedisRateLimiter
+from tests.registry_samples import moved_since, registry_samples
 from tests.vk.conftest import MakeClient, vk_settings_for
 from tests.vk.fake_server import Error, FakeVK, Http, Sleep, community_with_posts
 
@@ -22,24 +22,12 @@ PREFIX = "vkp_vk_"
 
 
 def samples() -> dict[str, float]:
-    """This process' VK samples as `name{label="value",...}` -> value (no `_created`)."""
-    values: dict[str, float] = {}
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name.startswith(PREFIX) and not sample.name.endswith("_created"):
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                values[f"{sample.name}{{{labels}}}"] = sample.value
-    return values
+    """This process' VK samples (`tests.registry_samples`)."""
+    return registry_samples(PREFIX)
 
 
 def changes(before: dict[str, float]) -> dict[str, float]:
-    """The counters (`_total`) and histogram counts (`_count`) that moved since `before`."""
-    after = samples()
-    return {
-        key: after[key] - before.get(key, 0.0)
-        for key in after
-        if key.split("{")[0].endswith(("_total", "_count")) and after[key] != before.get(key, 0.0)
-    }
+    return moved_since(PREFIX, before)
 
 
 def requests(method: str, outcome: str) -> str:

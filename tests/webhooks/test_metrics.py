@@ -10,7 +10,6 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_client import REGISTRY
 
 from src.webhooks.delivery import send_webhook
 from src.webhooks.exceptions import (
@@ -19,30 +18,19 @@ from src.webhooks.exceptions import (
     WebhookPayloadTooLarge,
     WebhookRejected,
 )
+from tests.registry_samples import moved_since, registry_samples
 from tests.webhooks.test_notifications import PAYLOAD, Receiver, Reply, notify_settings, serve
 
 PREFIX = "vkp_webhook_"
 
 
 def samples() -> dict[str, float]:
-    """This process' webhook samples as `name{label="value",...}` -> value (no `_created`)."""
-    values: dict[str, float] = {}
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name.startswith(PREFIX) and not sample.name.endswith("_created"):
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                values[f"{sample.name}{{{labels}}}"] = sample.value
-    return values
+    """This process' webhook samples (`tests.registry_samples`)."""
+    return registry_samples(PREFIX)
 
 
 def changes(before: dict[str, float]) -> dict[str, float]:
-    """The counters (`_total`) and histogram counts (`_count`) that moved since `before`."""
-    after = samples()
-    return {
-        key: after[key] - before.get(key, 0.0)
-        for key in after
-        if key.split("{")[0].endswith(("_total", "_count")) and after[key] != before.get(key, 0.0)
-    }
+    return moved_since(PREFIX, before)
 
 
 def delivered(outcome: str, times: int = 1) -> dict[str, float]:
